@@ -1,0 +1,89 @@
+"""Operator settings: one typed object, read from `INFERQ_*` environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclass(frozen=True)
+class LaneSettings:
+    """Batching limits of one lane."""
+
+    max_batch_size: int
+    max_wait_ms: float
+    token_budget: int
+    queue_limit: int
+
+
+class Settings(BaseSettings):
+    """Everything an operator sets. Environment variables: `INFERQ_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERQ_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None, description="Redis/Valkey URL; unset means start or reuse the embedded Valkey"
+    )
+    state_dir: Path = Field(
+        default=Path.home() / ".inferq", description="embedded Valkey data, pid file and logs"
+    )
+    models_dir: Path = Field(default=_REPO_MODELS, description="directory holding triage/ and fraud/")
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        default="auto", description="auto takes the policy the model card's accuracy gate enabled"
+    )
+    kinds: list[Literal["triage", "fraud"]] = Field(
+        default=["triage", "fraud"], description="task kinds this worker serves"
+    )
+    lanes: list[Literal["realtime", "batch"]] = Field(
+        default=["realtime", "batch"], description="lanes this worker consumes"
+    )
+    # Realtime: small batches and a ~2 ms wait, so one fraud call waits little for company.
+    realtime_max_batch_size: int = Field(default=32, ge=1, le=4096)
+    realtime_max_wait_ms: float = Field(default=2.0, ge=0, le=10_000, description="measured from the oldest task")
+    realtime_token_budget: int = Field(default=16_384, ge=1, description="padded tokens (longest x count)")
+    realtime_queue_limit: int = Field(default=10_000, ge=1, description="waiting + in flight before overloaded")
+    # Batch: large batches for throughput; 20 ms of waiting is nothing against a backfill.
+    batch_max_batch_size: int = Field(default=128, ge=1, le=4096)
+    batch_max_wait_ms: float = Field(default=20.0, ge=0, le=10_000, description="measured from the oldest task")
+    batch_token_budget: int = Field(default=32_768, ge=1, description="padded tokens (longest x count)")
+    batch_queue_limit: int = Field(default=200_000, ge=1, description="waiting + in flight before overloaded")
+    batch_every: int = Field(
+        default=4, ge=1, description="serve one batch-lane batch after at most this many realtime batches"
+    )
+    fetch_count: int = Field(default=256, ge=1, description="entries one XREADGROUP may take")
+    claim_idle_ms: int = Field(
+        default=15_000, ge=100, description="idle time after which a dead worker's tasks are taken over"
+    )
+    max_deliveries: int = Field(default=3, ge=1, description="deliveries before a task goes to the dead-letter stream")
+    result_ttl_s: int = Field(default=86_400, ge=1, description="how long a task id is remembered as answered")
+    result_stream_maxlen: int = Field(default=1_000_000, ge=1, description="approximate cap of each result stream")
+    drain_timeout_s: float = Field(
+        default=25.0, gt=0, description="SIGTERM drain; keep below Kubernetes terminationGracePeriodSeconds (30)"
+    )
+    fraud_review_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="score at or above which fraud says review; unset: model card"
+    )
+    fraud_decline_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="score at or above which fraud says decline; unset: model card"
+    )
+    metrics_port: int = Field(default=9808, ge=0, le=65535, description="Prometheus and health probes; 0 disables")
+    log_level: str = Field(default="INFO")
+    log_json: bool = Field(default=True, description="structlog JSON lines; false for console rendering")
+
+    def lane(self, name: str) -> LaneSettings:
+        """Batching limits of the named lane."""
+        if name not in ("realtime", "batch"):
+            raise ValueError(f"unknown lane {name!r}")
+        return LaneSettings(
+            max_batch_size=getattr(self, f"{name}_max_batch_size"),
+            max_wait_ms=getattr(self, f"{name}_max_wait_ms"),
+            token_budget=getattr(self, f"{name}_token_budget"),
+            queue_limit=getattr(self, f"{name}_queue_limit"),
+        )
