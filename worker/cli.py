@@ -1,0 +1,173 @@
+"""The `inferq` command: worker, submit, schema, demo and the embedded server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from worker import embedded
+from worker.config import Settings
+
+
+def redis_url_for(settings: Settings, *, announce: bool = True) -> str:
+    """The configured Redis URL, or the embedded server's (started or reused)."""
+    if settings.redis_url:
+        return settings.redis_url
+    server = embedded.start(settings.state_dir)
+    if announce:
+        how = "started" if server.started_here else "reusing"
+        print(f"inferq: {how} embedded Valkey at {server.url} (state in {settings.state_dir})", file=sys.stderr)
+    return server.url
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from worker.app import run_worker
+
+    overrides: dict[str, Any] = {}
+    if args.kinds:
+        overrides["kinds"] = args.kinds
+    if args.lanes:
+        overrides["lanes"] = args.lanes
+    settings = Settings(**overrides)
+    settings = settings.model_copy(update={"redis_url": redis_url_for(settings)})
+    return run_worker(settings, name=args.name, loglevel=args.loglevel) or 0
+
+
+def _triage_request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.note:
+        raise SystemExit("inferq submit triage: give --note or --file")
+    request: dict[str, Any] = {"tenant": args.tenant, "note": args.note}
+    if args.age is not None:
+        request["age"] = args.age
+    if args.sex:
+        request["sex"] = args.sex
+    if args.arrival_mode:
+        request["arrival_mode"] = args.arrival_mode
+    return request
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from contracts import ContractError
+    from worker.client import InferqClient
+    from worker.errors import Overloaded
+
+    if args.file:
+        request = json.loads(Path(args.file).read_text())
+    elif args.kind == "triage":
+        request = _triage_request_from_flags(args)
+    else:
+        raise SystemExit("inferq submit fraud: give --file with a fraud request (see contracts/examples/)")
+    settings = Settings()
+    client = InferqClient(redis_url=redis_url_for(settings), settings=settings)
+    try:
+        task_id = client.submit(args.kind, request, task_id=args.task_id, lane=args.lane)
+        print(f"inferq: submitted {args.kind} task {task_id}; waiting up to {args.timeout:g}s", file=sys.stderr)
+        result = client.result(task_id, timeout_s=args.timeout)
+    except ContractError as exc:
+        print(f"inferq: refused: {exc.code.value}: {exc.message}", file=sys.stderr)
+        return 2
+    except Overloaded as exc:
+        print(f"inferq: overloaded: {exc}", file=sys.stderr)
+        return 3
+    except TimeoutError:
+        print("inferq: no result yet (is a worker running? `inferq worker`)", file=sys.stderr)
+        return 4
+    finally:
+        client.close()
+    print(result.model_dump_json(indent=2))
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from contracts.schema import write_schemas
+
+    for path in write_schemas(Path(args.directory)):
+        print(path)
+    return 0
+
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if args.action == "start":
+        server = embedded.start(settings.state_dir)
+        print(server.url)
+    elif args.action == "stop":
+        print("stopped" if embedded.stop(settings.state_dir) else "not running")
+    else:
+        found = embedded.running(settings.state_dir)
+        print(found.url if found else "not running")
+        return 0 if found else 1
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(Settings(), duration_s=args.duration, fraud_rate=args.fraud_rate, triage_rate=args.triage_rate)
+
+
+def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("worker", help="run a worker (Celery, Redis Streams ingress, batched engine)")
+    p.add_argument("--kinds", nargs="+", choices=["triage", "fraud"], help="task kinds to serve (default: all)")
+    p.add_argument("--lanes", nargs="+", choices=["realtime", "batch"], help="lanes to consume (default: all)")
+    p.add_argument("--name", help="worker name (default: inferq@<host>-<pid>)")
+    p.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
+    p.set_defaults(func=_cmd_worker)
+
+
+def _add_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("submit", help="submit one task and print its result when it arrives")
+    p.add_argument("kind", choices=["triage", "fraud"])
+    p.add_argument("--file", help="JSON file holding the request")
+    p.add_argument("--note", help="triage: the note text")
+    p.add_argument("--age", type=float, help="triage: age in years")
+    p.add_argument("--sex", choices=["F", "M", "X", "U"], help="triage: sex")
+    p.add_argument("--arrival-mode", help="triage: walk_in, ems, transfer, police or other")
+    p.add_argument("--tenant", default="cli", help="tenant name (default: cli)")
+    p.add_argument("--lane", choices=["realtime", "batch"], help="lane (default: realtime for fraud, batch for triage)")
+    p.add_argument("--task-id", help="task id, the idempotency key (default: a new UUID)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the result (default 30)")
+    p.set_defaults(func=_cmd_submit)
+
+
+def _add_misc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("schema", help="write the v1 JSON Schema files")
+    p.add_argument("directory", nargs="?", default="schemas", help="output directory (default: ./schemas)")
+    p.set_defaults(func=_cmd_schema)
+    p = sub.add_parser("server", help="start, stop or show the embedded Valkey")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.set_defaults(func=_cmd_server)
+    p = sub.add_parser("demo", help="run workers and producers on the embedded default, showing tasks and results")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic (default 60)")
+    p.add_argument("--fraud-rate", type=float, default=40.0, help="fraud tasks per second (default 40)")
+    p.add_argument("--triage-rate", type=float, default=8.0, help="triage tasks per second (default 8)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `inferq` command."""
+    parser = argparse.ArgumentParser(
+        prog="inferq",
+        description="Asynchronous inference over Redis: triage and fraud tasks, batched workers, typed results.",
+        epilog="Settings come from INFERQ_* environment variables (see README). Without INFERQ_REDIS_URL, "
+        "an embedded Valkey is started or reused.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_worker(sub)
+    _add_submit(sub)
+    _add_misc(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `inferq` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
