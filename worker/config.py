@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     batch_every: int = Field(
         default=4, ge=1, description="serve one batch-lane batch after at most this many realtime batches"
     )
+    # Tasks one XREADGROUP returns arrive within a millisecond; 10 ms groups a few fetches by length
+    # without letting a long note wait behind many later short ones (the oldest task always goes next).
+    bucket_window_ms: float = Field(
+        default=10.0, ge=0, description="length bucketing considers tasks queued this close to the oldest"
+    )
     fetch_count: int = Field(default=256, ge=1, description="entries one XREADGROUP may take")
     claim_idle_ms: int = Field(
         default=15_000, ge=100, description="idle time after which a dead worker's tasks are taken over"
