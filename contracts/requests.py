@@ -1,0 +1,252 @@
+"""v1 request models (triage and fraud), their common fields, and `parse_request`."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from contracts.errors import ContractError, ErrorCode, from_validation_error
+from contracts.iso import COUNTRIES, CURRENCIES
+
+SCHEMA_VERSION: Final = "1"
+Kind = Literal["triage", "fraud"]
+KINDS: Final[tuple[Kind, ...]] = ("triage", "fraud")
+Lane = Literal["realtime", "batch"]
+RESULTS_PREFIX: Final = "inferq:results:"
+
+# A triage note of 20,000 characters is ~5k tokens of clinical English, 10+ encoder chunks of 512
+# tokens: far beyond any real transfer summary (a few hundred words). Longer input is a paste
+# error or abuse, and would hold a batch slot for seconds.
+MAX_NOTE_CHARS: Final = 20_000
+# The sequence model reads at most this many past events; DESIGN fixes it at 4,096.
+MAX_HISTORY: Final = 4096
+# Amounts are in major units of any currency; 1e12 still covers a seven-figure purchase in the
+# weakest currencies (IRR, VND, LBP) while refusing overflow-sized numbers.
+MAX_AMOUNT: Final = 1e12
+# Clocks of producers drift and settlement feeds arrive late, but a day ahead is already an error.
+MAX_FUTURE_S: Final = 24 * 3600
+# Ten years of history, leap days included.
+MAX_PAST_S: Final = 3653 * 24 * 3600
+# Deadlines are epoch milliseconds between 2001-09-09 and 2100-01-01: anything else is seconds
+# sent as milliseconds (or the reverse).
+MIN_DEADLINE_MS: Final = 1_000_000_000_000
+MAX_DEADLINE_MS: Final = 4_102_444_800_000
+# A day: the longest a batch backfill may reasonably wait; longer is a unit error.
+MAX_TIMEOUT_MS: Final = 86_400_000
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+_RFC3339_HINT: Final = "must be RFC 3339 with a time zone, e.g. 2026-03-01T12:00:00Z"
+_RANGE_HINT: Final = "is over 24 h ahead of or 10 years behind now"
+
+# Strict: no coercion of "12.5" to a number or 1 to "1"; frozen: a parsed request is a value.
+_CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _parse_timestamp(value: object) -> object:
+    """RFC 3339 with an offset, within [now - 10 years, now + 24 h].
+
+    One flat function: it runs once per history event, so every call saved counts.
+    """
+    if isinstance(value, str):
+        if _RFC3339.fullmatch(value) is None:
+            raise PydanticCustomError("bad_timestamp", _RFC3339_HINT)
+        try:
+            value = datetime.fromisoformat(value.upper())
+        except ValueError:
+            raise PydanticCustomError("bad_timestamp", "is not a real date and time") from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise PydanticCustomError("bad_timestamp", "must carry a time zone")
+        offset = value.timestamp() - time.time()
+        if offset > MAX_FUTURE_S or offset < -MAX_PAST_S:
+            raise PydanticCustomError("timestamp_out_of_range", _RANGE_HINT)
+    return value
+
+
+def _check_currency(code: str) -> str:
+    if code not in CURRENCIES:
+        raise PydanticCustomError("unknown_currency", "is not an upper-case ISO 4217 currency code")
+    return code
+
+
+def _check_country(code: str) -> str:
+    if code not in COUNTRIES:
+        raise PydanticCustomError("unknown_country", "is not an upper-case ISO 3166-1 alpha-2 country code")
+    return code
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_parse_timestamp)]
+Currency = Annotated[
+    str,
+    AfterValidator(_check_currency),
+    WithJsonSchema({"type": "string", "enum": sorted(CURRENCIES)}),
+]
+Country = Annotated[
+    str,
+    AfterValidator(_check_country),
+    WithJsonSchema({"type": "string", "enum": sorted(COUNTRIES)}),
+]
+Channel = Literal["card_present", "ecommerce", "atm", "contactless", "recurring"]
+BoundedId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class RequestBase(BaseModel):
+    """Fields every v1 request carries: who sends it, by when, where the answer goes."""
+
+    model_config = _CONFIG
+    KIND: ClassVar[Kind]
+
+    tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    deadline: int | None = Field(None, ge=MIN_DEADLINE_MS, le=MAX_DEADLINE_MS, description="epoch ms")
+    timeout_ms: int | None = Field(None, gt=0, le=MAX_TIMEOUT_MS, description="ms from enqueueing")
+    reply_to: str | None = Field(None, pattern=r"^inferq:results:[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    lane: Lane | None = Field(None, description="default: realtime for fraud, batch for triage")
+
+    @model_validator(mode="after")
+    def _one_deadline(self) -> RequestBase:
+        if self.deadline is not None and self.timeout_ms is not None:
+            raise PydanticCustomError(
+                "deadline_conflict", "give deadline or timeout_ms, not both", {"at": "timeout_ms"}
+            )
+        return self
+
+
+class Vitals(BaseModel):
+    """Triage vital signs; every bound is wider than any value recorded in a living patient."""
+
+    model_config = _CONFIG
+
+    heart_rate: int | None = Field(None, ge=20, le=300, description="beats per minute")
+    resp_rate: int | None = Field(None, ge=2, le=80, description="breaths per minute")
+    # Pulse oximeters are not calibrated below ~70%; under 50 a reading is an artefact.
+    spo2: float | None = Field(None, ge=50, le=100, allow_inf_nan=False, description="percent")
+    # 30-45 °C: beyond survivable extremes; it also refuses Fahrenheit sent as Celsius.
+    temperature_c: float | None = Field(None, ge=30, le=45, allow_inf_nan=False)
+    systolic_bp: int | None = Field(None, ge=40, le=300, description="mmHg")
+    diastolic_bp: int | None = Field(None, ge=20, le=200, description="mmHg, below systolic")
+    pain: int | None = Field(None, ge=0, le=10, description="0-10 numeric rating scale")
+
+    @field_validator("diastolic_bp")
+    @classmethod
+    def _below_systolic(cls, diastolic: int | None, info: ValidationInfo) -> int | None:
+        systolic = info.data.get("systolic_bp")
+        if diastolic is not None and systolic is not None and diastolic >= systolic:
+            raise PydanticCustomError("vital_out_of_range", "must be below systolic_bp")
+        return diastolic
+
+
+class TriageRequest(RequestBase):
+    """A free-text triage note and optional structured findings, to be given an ESI level."""
+
+    KIND: ClassVar[Kind] = "triage"
+
+    note: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
+    # Years, fractional below one so neonates are expressible: 14 days = 14 / 365.25 ≈ 0.038.
+    age: float | None = Field(None, ge=0, le=120, allow_inf_nan=False, description="years")
+    sex: Literal["F", "M", "X", "U"] | None = None
+    vitals: Vitals | None = None
+    arrival_mode: Literal["walk_in", "ems", "transfer", "police", "other"] | None = None
+
+    @field_validator("note")
+    @classmethod
+    def _not_blank(cls, note: str) -> str:
+        if not note.strip():
+            raise PydanticCustomError("empty_note", "is only whitespace")
+        return note
+
+
+class TransactionEvent(BaseModel):
+    """One card transaction: the one to score, or a past one in the history."""
+
+    model_config = _CONFIG
+
+    amount: float = Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False, description="major units")
+    currency: Currency
+    mcc: str = Field(pattern=r"^[0-9]{4}$", description="merchant category code, 4 digits")
+    channel: Channel
+    country: Country
+    timestamp: Timestamp
+    merchant_id: BoundedId | None = None
+    device_id: BoundedId | None = None
+
+
+class FraudRequest(RequestBase):
+    """A transaction to score with the customer's past transactions, oldest first."""
+
+    KIND: ClassVar[Kind] = "fraud"
+
+    transaction: TransactionEvent
+    history: list[TransactionEvent] = Field(default_factory=list, max_length=MAX_HISTORY)
+
+    @model_validator(mode="after")
+    def _history_in_order(self) -> FraudRequest:
+        history = self.history
+        index = _first_out_of_order(history)
+        if index is not None:
+            at = f"history.{index}.timestamp"
+            raise PydanticCustomError("history_out_of_order", "is earlier than the event before", {"at": at})
+        if history and history[-1].timestamp > self.transaction.timestamp:
+            at = f"history.{len(history) - 1}.timestamp"
+            raise PydanticCustomError("history_out_of_order", "is later than the transaction", {"at": at})
+        return self
+
+
+def _first_out_of_order(history: list[TransactionEvent]) -> int | None:
+    # One pass over parsed datetimes after validation: far cheaper than a validator per event.
+    for index in range(1, len(history)):
+        if history[index].timestamp < history[index - 1].timestamp:
+            return index
+    return None
+
+
+Request = TriageRequest | FraudRequest
+_MODELS: Final[Mapping[str, type[TriageRequest] | type[FraudRequest]]] = {
+    "triage": TriageRequest,
+    "fraud": FraudRequest,
+}
+
+
+def parse_request(kind: str, data: Mapping[str, Any] | str | bytes) -> Request:
+    """Validate one request of `kind` from a JSON document or a decoded object.
+
+    Raises ContractError: `.code`/`.field`/`.message` describe the first problem, `.errors` all.
+    """
+    model = _MODELS.get(kind)
+    if model is None:
+        raise ContractError.single(ErrorCode.UNKNOWN_TASK, "kind", "must be one of triage, fraud")
+    try:
+        if isinstance(data, str | bytes):
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        # Not chained: pydantic's own error text quotes the input, which may hold PHI.
+        raise from_validation_error(exc) from None
+
+
+def effective_deadline_ms(request: Request, enqueued_ms: int) -> int | None:
+    """Absolute deadline in epoch ms: `deadline`, else enqueue time + `timeout_ms`, else None."""
+    if request.deadline is not None:
+        return request.deadline
+    if request.timeout_ms is not None:
+        return enqueued_ms + request.timeout_ms
+    return None
