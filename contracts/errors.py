@@ -127,7 +127,11 @@ _RANGE_TYPES = ("greater_than", "greater_than_equal", "less_than", "less_than_eq
 
 # Codes that name a field's own problem, keyed by the field's name, then pydantic's error type.
 _FIELD_CODES: Mapping[str, Mapping[str, ErrorCode]] = {
-    "note": {"string_too_short": ErrorCode.EMPTY_NOTE, "string_too_long": ErrorCode.NOTE_TOO_LONG},
+    "note": {
+        "string_too_short": ErrorCode.EMPTY_NOTE,
+        "string_pattern_mismatch": ErrorCode.EMPTY_NOTE,
+        "string_too_long": ErrorCode.NOTE_TOO_LONG,
+    },
     "history": {"too_long": ErrorCode.HISTORY_TOO_LONG},
     "mcc": {"string_pattern_mismatch": ErrorCode.MALFORMED_MCC},
     "reply_to": dict.fromkeys(
@@ -139,6 +143,14 @@ _FIELD_CODES: Mapping[str, Mapping[str, ErrorCode]] = {
 # Codes for every field below a parent, keyed by the top-level field's name.
 _PARENT_CODES: Mapping[str, Mapping[str, ErrorCode]] = {
     "vitals": dict.fromkeys(_RANGE_TYPES, ErrorCode.VITAL_OUT_OF_RANGE),
+}
+
+# Clearer words than pydantic's for codes that stand for a pattern or a fixed value.
+_MESSAGES: Mapping[ErrorCode, str] = {
+    ErrorCode.EMPTY_NOTE: "must contain text, not only whitespace",
+    ErrorCode.MALFORMED_MCC: "must be a string of exactly four digits 0-9",
+    ErrorCode.BAD_REPLY_TO: "must be inferq:results:<name>, name of letters, digits, '.', '_', ':', '-'",
+    ErrorCode.UNSUPPORTED_SCHEMA_VERSION: 'must be "1", the only version this service speaks',
 }
 
 _CODES_BY_VALUE: Mapping[str, ErrorCode] = {code.value: code for code in ErrorCode}
@@ -167,7 +179,7 @@ def _problem(error: Mapping[str, Any]) -> Problem:
         loc = (*loc, *suffix.split("."))
     field = _dotted(loc)
     code = _code_for(str(error["type"]), loc)
-    return Problem(code, field, f"{field}: {error['msg']}")
+    return Problem(code, field, f"{field}: {_MESSAGES.get(code, error['msg'])}")
 
 
 def from_validation_error(exc: ValidationError) -> ContractError:

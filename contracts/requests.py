@@ -160,19 +160,13 @@ class TriageRequest(RequestBase):
 
     KIND: ClassVar[Kind] = "triage"
 
-    note: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
+    # The pattern asks for one non-space character anywhere: a blank note is refused as empty.
+    note: str = Field(min_length=1, max_length=MAX_NOTE_CHARS, pattern=r"\S")
     # Years, fractional below one so neonates are expressible: 14 days = 14 / 365.25 ≈ 0.038.
     age: float | None = Field(None, ge=0, le=120, allow_inf_nan=False, description="years")
     sex: Literal["F", "M", "X", "U"] | None = None
     vitals: Vitals | None = None
     arrival_mode: Literal["walk_in", "ems", "transfer", "police", "other"] | None = None
-
-    @field_validator("note")
-    @classmethod
-    def _not_blank(cls, note: str) -> str:
-        if not note.strip():
-            raise PydanticCustomError("empty_note", "is only whitespace")
-        return note
 
 
 class TransactionEvent(BaseModel):

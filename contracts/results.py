@@ -38,7 +38,7 @@ class ReasonCode(StrEnum):
     CARD_TESTING = "card_testing"
     UNUSUAL_CATEGORY = "unusual_category"
     AMOUNT_SPIKE = "amount_spike"
-    GEO_IMPOSSIBLE = "geo_impossible"
+    IMPOSSIBLE_TRAVEL = "impossible_travel"
 
 
 class TriageResult(BaseModel):
@@ -110,7 +110,8 @@ class TaskResultMessage(BaseModel):
 
     model_config = _CONFIG
 
-    task_id: str = Field(min_length=1, max_length=256)
+    # A task id becomes part of a Redis key; 200 characters fit any producer's id scheme.
+    task_id: str = Field(min_length=1, max_length=200)
     kind: Kind
     status: TaskStatus = Field(strict=False)
     result: TriageResult | FraudResult | None = None
