@@ -25,6 +25,25 @@ FIELD_PAYLOAD: Final = "payload"  # Celery envelope, JSON
 FIELD_TASK: Final = "task"  # raw form: task name
 FIELD_ID: Final = "id"  # raw form: task id (idempotency key)
 FIELD_REQUEST: Final = "request"  # raw form: request JSON
+# Set on a copy put back at a graceful stop, so that its queue time and delivery count carry over.
+FIELD_ORIGIN: Final = "origin"  # entry id of the first copy
+FIELD_PRIOR_DELIVERIES: Final = "prior_deliveries"  # deliveries before the copy was made
+
+# Fields of a result stream entry.
+RESULT_TASK_ID: Final = "task_id"
+RESULT_STATUS: Final = "status"
+RESULT_MESSAGE: Final = "message"  # the whole result, JSON
+
+# A task id becomes part of a key (`inferq:done:{id}`); a UUID has 36 characters, so 200 leaves
+# room for any producer's own scheme while refusing ids that are really payloads.
+MAX_TASK_ID_CHARS: Final = 200
+
+# Where a result may be sent: the rule contracts' `reply_to` field enforces, kept here for the
+# worker's own checks on entries it could not decode.
+REPLY_TO_PATTERN: Final = r"^inferq:results:[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+# Reply streams of producer clients; each expires with the results it holds.
+CLIENT_RESULTS_PREFIX: Final = RESULTS_PREFIX + "client:"
 
 
 def queue_stream(lane: str) -> str:

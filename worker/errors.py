@@ -11,3 +11,20 @@ class EmbeddedServerError(InferqError):
 
 class ConfigurationError(InferqError):
     """A setting is missing or contradicts another."""
+
+
+class Overloaded(InferqError):
+    """A lane holds as many tasks as its limit allows; the task was refused without queueing."""
+
+    def __init__(self, lane: str, limit: int) -> None:
+        self.lane = lane
+        self.limit = limit
+        super().__init__(f"lane {lane!r} is over its limit of {limit} tasks")
+
+
+class UnknownLane(InferqError):
+    """A task was addressed to a queue that is not one of inferq's lanes."""
+
+
+class ResultTimeout(InferqError):
+    """No result arrived for a task within the time the caller waited."""
