@@ -1,0 +1,185 @@
+"""Translation between the wire contract and the engine: contract requests in, contract results out.
+
+The engine takes its own dataclasses and returns its own predictions; it never sees a pydantic
+model. Each task kind has one `KindModel` that owns a runner and knows both sides.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from contracts import FraudRequest, FraudResult, TriageRequest, TriageResult
+from contracts.requests import Kind, Request, TransactionEvent
+from engine.fraud_features import Event, FraudInput
+from engine.triage_input import TriageInput, format_triage_text
+from worker.config import Settings
+from worker.errors import ConfigurationError
+
+Result = TriageResult | FraudResult
+Decision = Literal["approve", "review", "decline"]
+
+
+class Prepared(Protocol):
+    """One input made ready for a batch (tokenized or featurized) by a runner."""
+
+    @property
+    def n_tokens(self) -> int: ...
+
+
+class Runner(Protocol):
+    """What the engine's runners offer: prepare one item off the inference thread, run a batch."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def prepare(self, inp: Any) -> Any: ...
+
+    def run(self, batch: list[Any]) -> list[Any]: ...
+
+    def warmup(self) -> None: ...
+
+
+class KindModel(ABC):
+    """One task kind's model: contract request -> engine input -> prediction -> contract result."""
+
+    kind: Kind
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    @property
+    def model_id(self) -> str:
+        """`name@version`, the `model` field of every result this model computes."""
+        return f"{self.runner.name}@{self.runner.version}"
+
+    def prepare(self, request: Request) -> Prepared:
+        """Validate and tokenize/featurize one request; raises engine.errors.InputError."""
+        prepared: Prepared = self.runner.prepare(self.engine_input(request))
+        return prepared
+
+    def run(self, batch: Sequence[Prepared]) -> list[Any]:
+        """One forward pass over a batch; one prediction per item, in order."""
+        outputs = self.runner.run(list(batch))
+        if len(outputs) != len(batch):
+            raise RuntimeError(f"runner returned {len(outputs)} outputs for {len(batch)} inputs")
+        return outputs
+
+    def warmup(self) -> None:
+        self.runner.warmup()
+
+    @abstractmethod
+    def engine_input(self, request: Request) -> Any:
+        """The engine's input for one contract request."""
+
+    @abstractmethod
+    def to_result(self, output: Any) -> Result:
+        """The contract result for one engine prediction."""
+
+
+class TriageModel(KindModel):
+    kind: Kind = "triage"
+
+    def engine_input(self, request: Request) -> str:
+        assert isinstance(request, TriageRequest), "the runtime routes requests by kind"
+        return format_triage_text(triage_input(request))
+
+    def to_result(self, output: Any) -> TriageResult:
+        # Label index 0 is ESI 1 (most urgent); the head was trained on levels in that order.
+        return TriageResult(
+            acuity=int(output.label_index) + 1,
+            probabilities=[float(p) for p in output.probabilities],
+            truncated=bool(output.truncated),
+            chunks=int(output.chunks),
+        )
+
+
+class FraudModel(KindModel):
+    kind: Kind = "fraud"
+
+    def __init__(self, runner: Runner, review_threshold: float, decline_threshold: float) -> None:
+        super().__init__(runner)
+        if not 0.0 <= review_threshold <= decline_threshold <= 1.0:
+            raise ConfigurationError(
+                f"fraud thresholds need 0 <= review ({review_threshold}) <= decline ({decline_threshold})"
+                " <= 1"
+            )
+        self.review_threshold = review_threshold
+        self.decline_threshold = decline_threshold
+
+    def engine_input(self, request: Request) -> FraudInput:
+        assert isinstance(request, FraudRequest), "the runtime routes requests by kind"
+        return FraudInput(history=[event(e) for e in request.history], transaction=event(request.transaction))
+
+    def to_result(self, output: Any) -> FraudResult:
+        score = float(output.score)
+        return FraudResult(score=score, decision=self.decide(score), reasons=list(output.reasons))
+
+    def decide(self, score: float) -> Decision:
+        if score >= self.decline_threshold:
+            return "decline"
+        if score >= self.review_threshold:
+            return "review"
+        return "approve"
+
+
+def triage_input(request: TriageRequest) -> TriageInput:
+    vitals: dict[str, float | None] = {}
+    if request.vitals is not None:
+        vitals = {k: float(v) for k, v in request.vitals.model_dump(exclude_none=True).items()}
+    return TriageInput(
+        note=request.note,
+        age_years=request.age,
+        sex=request.sex,
+        vitals=vitals,
+        arrival_mode=request.arrival_mode,
+    )
+
+
+def event(e: TransactionEvent) -> Event:
+    """A contract event as the engine's: the RFC 3339 timestamp becomes epoch seconds."""
+    return Event(
+        amount=e.amount,
+        currency=e.currency,
+        mcc=e.mcc,
+        channel=e.channel,
+        country=e.country,
+        timestamp=e.timestamp.timestamp(),
+        merchant_id=e.merchant_id,
+        device_id=e.device_id,
+    )
+
+
+def fraud_thresholds(settings: Settings, model_thresholds: Mapping[str, float]) -> tuple[float, float]:
+    """(review, decline): the operator's settings where given, else the model card's."""
+    review = settings.fraud_review_threshold
+    decline = settings.fraud_decline_threshold
+    return (
+        float(model_thresholds["review"]) if review is None else review,
+        float(model_thresholds["decline"]) if decline is None else decline,
+    )
+
+
+def load_models(settings: Settings) -> dict[Kind, KindModel]:
+    """Load the runner of every kind this worker serves, from `settings.models_dir`."""
+    models: dict[Kind, KindModel] = {}
+    for kind in settings.kinds:
+        models[kind] = _load(kind, settings.models_dir / kind, settings)
+    return models
+
+
+def _load(kind: Kind, model_dir: Path, settings: Settings) -> KindModel:
+    if kind == "triage":
+        from engine.runners import load_triage
+
+        return TriageModel(load_triage(model_dir, device=settings.device, precision=settings.precision))
+    from engine.fraud_runner import load_fraud
+
+    runner = load_fraud(model_dir, device=settings.device, precision=settings.precision)
+    review, decline = fraud_thresholds(settings, runner.thresholds)
+    return FraudModel(runner, review, decline)
