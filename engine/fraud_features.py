@@ -45,8 +45,20 @@ class FraudInput:
 # MCC groups with their own embedding; everything else shares "other". Airlines (3000-3299, 4511)
 # are one group because no single airline code carries a signal of its own.
 MCC_GROUPS = (
-    "5411", "5541", "5812", "5999", "5732", "4829", "6011", "7995", "4121", "7011", "airline",
-    "4899", "5311", "5815",
+    "5411",
+    "5541",
+    "5812",
+    "5999",
+    "5732",
+    "4829",
+    "6011",
+    "7995",
+    "4121",
+    "7011",
+    "airline",
+    "4899",
+    "5311",
+    "5815",
 )
 CHANNELS = ("card_present", "ecommerce", "atm", "contactless", "recurring")
 # Card-present channels: two of them in different countries within hours is physically impossible.
@@ -299,11 +311,18 @@ def _numeric(cols: _Columns) -> tuple[np.ndarray, dict]:
         "new_device": bool(has_device[-1] and not device_seen[-1] and has_device[:-1].any()),
         "new_country": bool(n > 1 and not country_seen[-1]),
         "impossible_travel": _impossible_travel(cols, country_codes),
-        "prior_1h": prior_1h,
+        "prior_1h": int(prior_1h[-1]),
+        "usual_peak_1h": _usual_peak(cols.ts, prior_1h),
         "mcc_share": float(mcc_share[cols.mcc[-1]]),
         "log_rel": float(log_rel[-1]),
     }
     return num, facts
+
+
+def _usual_peak(ts: np.ndarray, prior_1h: np.ndarray) -> float:
+    """The customer's 99th-percentile hourly count, from events more than a day old."""
+    old = ts < ts[-1] - 86400.0
+    return float(np.percentile(prior_1h[old], 99)) if old.any() else 0.0
 
 
 # A card present in one country and then another this many seconds later cannot have travelled.
@@ -328,14 +347,12 @@ _MIN_HISTORY = 10  # fewer events than this say too little about what is usual
 
 def _reasons(facts: dict) -> list[str]:
     long_enough = facts["n_history"] >= _MIN_HISTORY
-    prior_1h = facts["prior_1h"]
-    usual_peak = float(np.percentile(prior_1h[:-1], 99)) if len(prior_1h) > 1 else 0.0
     fired = {
         "card_testing": facts["small_cnp_30m"] >= _CARD_TESTING_MIN,
         "new_device": facts["new_device"],
         "unusual_country": facts["new_country"] and long_enough,
         "impossible_travel": facts["impossible_travel"],
-        "velocity": prior_1h[-1] >= max(_VELOCITY_MIN, 2 * usual_peak),
+        "velocity": facts["prior_1h"] >= max(_VELOCITY_MIN, 2 * facts["usual_peak_1h"]),
         "unusual_category": long_enough and facts["mcc_share"] < _UNUSUAL_MCC_SHARE,
         "amount_spike": long_enough and facts["log_rel"] > _AMOUNT_SPIKE,
     }
