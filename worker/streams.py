@@ -271,6 +271,16 @@ def decode_entry(lane: str, entry_id: str, fields: Mapping[str, str], times_deli
 # Ingress: fetch and claim
 
 
+def ensure_group(client: redis.Redis, lane: str) -> None:
+    """Create the workers' consumer group on a lane stream (and the stream) unless it exists."""
+    try:
+        # Id 0: tasks queued before any worker ever ran are read too.
+        client.xgroup_create(_lane_stream(lane), CONSUMER_GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
 class Ingress:
     """Reads tasks for one consumer of the workers' group: new entries, then stale ones of others."""
 
@@ -284,12 +294,7 @@ class Ingress:
     def ensure_groups(self, lanes: Iterable[str] | None = None) -> None:
         """Create the consumer group on each lane stream (and the stream) unless it exists."""
         for lane in lanes if lanes is not None else self._settings.lanes:
-            try:
-                # Id 0: tasks queued before any worker ever ran are read too.
-                self._client.xgroup_create(_lane_stream(lane), CONSUMER_GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            ensure_group(self._client, lane)
 
     def fetch(self, lanes: Sequence[str], count: int, block_ms: int | None) -> list[Delivery]:
         """New entries of `lanes` in ONE XREADGROUP, realtime first; up to `count` per lane.

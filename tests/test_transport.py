@@ -1,0 +1,139 @@
+"""The kombu transport: standard Celery producers publishing onto the lane streams of a real Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery import Celery
+from kombu import Connection
+
+from contracts import ContractError, ErrorCode
+from worker.config import Settings
+from worker.constants import CONSUMER_GROUP, FIELD_PAYLOAD, queue_stream
+from worker.errors import Overloaded, UnknownLane
+from worker.streams import Ingress, connect
+from worker.transport import OMITTED, TRANSPORT_PATH, ConsumeNotSupported, producer_app, redis_url
+
+pytestmark = pytest.mark.integration
+
+TRIAGE = {"tenant": "er-north", "note": "c/o chest pain x2h, diaphoretic"}
+
+
+@pytest.fixture
+def client(redis_client: redis.Redis, redis_url: str) -> Iterator[redis.Redis]:
+    conn = connect(redis_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def ingress(client: redis.Redis) -> Ingress:
+    found = Ingress(client, "worker-a", Settings(redis_url=None))
+    found.ensure_groups()
+    return found
+
+
+@pytest.fixture
+def app(redis_client: redis.Redis, redis_url: str) -> Iterator[Celery]:
+    found = producer_app(redis_url)
+    yield found
+    found.close()
+
+
+def test_send_task_lands_as_decodable_envelope(app: Celery, client: redis.Redis, ingress: Ingress) -> None:
+    app.send_task("inferq.triage", kwargs={"request": TRIAGE}, task_id="celery-1", queue="realtime")
+    [delivery] = ingress.fetch(["realtime", "batch"], 10, None)
+    assert (delivery.lane, delivery.task_name, delivery.task_id) == ("realtime", "inferq.triage", "celery-1")
+    assert delivery.request == TRIAGE and delivery.decode_error is None
+    message = json.loads(delivery.raw[FIELD_PAYLOAD])
+    assert message["content-type"] == "application/json"
+    # The request is carried once, in the body; Celery's repr headers would copy it (PHI) again.
+    assert message["headers"]["kwargsrepr"] == OMITTED
+    assert "chest pain" not in json.dumps(message["headers"])
+
+
+def test_default_lane_per_kind(app: Celery, client: redis.Redis) -> None:
+    app.send_task("inferq.fraud", kwargs={"request": {"tenant": "issuer"}}, task_id="f1")
+    app.send_task("inferq.triage", kwargs={"request": TRIAGE}, task_id="t1")
+    assert client.xlen(queue_stream("realtime")) == 1
+    assert client.xlen(queue_stream("batch")) == 1
+
+
+@pytest.mark.parametrize("scheme", ["inferq://", "inferq+redis://"])
+def test_broker_url_schemes(scheme: str, redis_url: str, client: redis.Redis, ingress: Ingress) -> None:
+    app = Celery("producer", broker=redis_url.replace("redis://", scheme), set_as_current=False)
+    app.conf.task_serializer = "json"
+    try:
+        app.send_task("inferq.triage", kwargs={"request": TRIAGE}, task_id="s1", queue="batch")
+    finally:
+        app.close()
+    assert [d.task_id for d in ingress.fetch(["batch"], 10, None)] == ["s1"]
+
+
+def test_broker_transport_setting(redis_url: str, client: redis.Redis) -> None:
+    app = Celery("producer", broker=redis_url, set_as_current=False)
+    app.conf.broker_transport = TRANSPORT_PATH
+    try:
+        app.send_task("inferq.fraud", kwargs={"request": {"tenant": "x"}}, task_id="b1", queue="realtime")
+    finally:
+        app.close()
+    assert client.xlen(queue_stream("realtime")) == 1
+
+
+def test_overloaded_lane_refuses_at_once(redis_url: str, client: redis.Redis) -> None:
+    app = Celery("producer", broker=redis_url, set_as_current=False)
+    app.conf.update(broker_transport=TRANSPORT_PATH, broker_transport_options={"queue_limits": {"batch": 2}})
+    try:
+        for i in range(2):
+            app.send_task("inferq.triage", kwargs={"request": TRIAGE}, task_id=f"o{i}", queue="batch")
+        with pytest.raises(Overloaded):
+            app.send_task("inferq.triage", kwargs={"request": TRIAGE}, task_id="o2", queue="batch")
+    finally:
+        app.close()
+    assert client.xlen(queue_stream("batch")) == 2
+
+
+def test_refusals(app: Celery, client: redis.Redis) -> None:
+    with pytest.raises(UnknownLane):
+        app.send_task("inferq.triage", kwargs={"request": TRIAGE}, queue="celery")
+    with pytest.raises(ContractError) as pickled:
+        app.send_task("inferq.triage", kwargs={"request": TRIAGE}, queue="batch", serializer="pickle")
+    assert pickled.value.code is ErrorCode.MALFORMED
+    with pytest.raises(ContractError) as scheduled:
+        app.send_task("inferq.triage", kwargs={"request": TRIAGE}, queue="batch", countdown=5)
+    assert scheduled.value.code is ErrorCode.MALFORMED
+    with pytest.raises(ContractError) as unknown:
+        app.send_task("inferq.summarise", kwargs={"request": TRIAGE}, queue="batch")
+    assert unknown.value.code is ErrorCode.UNKNOWN_TASK
+    elsewhere = {**TRIAGE, "reply_to": "inferq:queue:realtime"}
+    with pytest.raises(ContractError) as misdirected:
+        app.send_task("inferq.triage", kwargs={"request": elsewhere}, queue="batch")
+    assert misdirected.value.code is ErrorCode.BAD_REPLY_TO
+    assert client.xlen(queue_stream("batch")) == 0
+
+
+def test_queue_management(redis_url: str, client: redis.Redis) -> None:
+    with Connection(redis_url, transport=TRANSPORT_PATH) as conn:
+        channel = conn.default_channel
+        declared = channel.queue_declare("batch")
+        assert declared.message_count == 0
+        assert client.xinfo_groups(queue_stream("batch"))[0]["name"] == CONSUMER_GROUP
+        producer = conn.Producer(serializer="json")
+        for i in range(3):
+            producer.publish([[], {"request": TRIAGE}, {}], routing_key="batch",
+                             headers={"task": "inferq.triage", "id": f"m{i}"})
+        assert channel.queue_declare("batch", passive=True).message_count == 3
+        assert channel.queue_purge("batch") == 3
+        assert client.xlen(queue_stream("batch")) == 0
+        assert client.xinfo_groups(queue_stream("batch"))[0]["name"] == CONSUMER_GROUP
+        with pytest.raises(ConsumeNotSupported):
+            channel._get("batch")
+
+
+def test_redis_url_of_broker_urls() -> None:
+    assert redis_url("inferq://h:6380/2") == "redis://h:6380/2"
+    assert redis_url("rediss://h:6380/2") == "rediss://h:6380/2"
+    assert redis_url("h") == "redis://h:6379/0"

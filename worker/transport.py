@@ -1,0 +1,216 @@
+"""A kombu transport that publishes Celery tasks onto inferq's Redis Streams lanes.
+
+A standard Celery producer keeps its usual call,
+`app.send_task("inferq.fraud", kwargs={"request": {...}}, task_id=..., queue="realtime")`, and
+the message kombu builds lands as one entry (field `payload`, JSON) on `inferq:queue:realtime`,
+under the same all-or-nothing lane limit as every other producer: a full lane raises
+`worker.errors.Overloaded` at once, before anything is queued.
+
+Choose it in either of two ways:
+
+* by broker URL, once this module is imported (it registers the scheme with kombu):
+  `inferq+redis://host:6379/0` (or `inferq+rediss://...`, or the short `inferq://host:6379/0`);
+* by name, with no import needed: `broker_url="redis://host:6379/0"` and
+  `broker_transport="worker.transport:Transport"`.
+
+`producer_app()` returns a Celery app configured this way. Workers do not consume through
+kombu: the inferq worker reads the lanes with `worker.streams.Ingress` (consumer groups,
+batch fetch, claim of stale tasks), so this transport publishes and manages queues only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+import redis
+from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES, virtual
+from kombu.utils.objects import cached_property
+
+from contracts import ContractError, ErrorCode
+from worker import embedded
+from worker.config import Settings
+from worker.constants import DEFAULT_LANE, FIELD_PAYLOAD, KIND_BY_TASK, LANES, TASK_NAMES, queue_stream
+from worker.errors import UnknownLane
+from worker.streams import JSON_CONTENT_TYPE, check_reply_to, connect, enqueue, ensure_group
+
+SCHEME: Final = "inferq"
+TRANSPORT_PATH: Final = f"{__name__}:Transport"
+REPR_HEADERS: Final = ("argsrepr", "kwargsrepr")
+OMITTED: Final = "<omitted>"
+
+
+class ConsumeNotSupported(NotImplementedError):
+    """Tasks are consumed by the inferq worker's stream ingress, never through kombu."""
+
+
+def redis_url(hostname: str | None) -> str:
+    """The Redis URL behind a broker URL this transport was given."""
+    url = hostname or "redis://localhost:6379/0"
+    if url.startswith(SCHEME + "://"):
+        return "redis://" + url.removeprefix(SCHEME + "://")
+    if "://" not in url:
+        return f"redis://{url}:6379/0"
+    return url
+
+
+def _lane(queue: str) -> str:
+    if queue not in LANES:
+        raise UnknownLane(
+            f"queue {queue!r} is not an inferq lane; send with queue= one of {', '.join(LANES)}"
+        )
+    return queue
+
+
+def _body_request(body: str) -> Mapping[str, Any]:
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        raise ContractError.single(ErrorCode.INVALID_JSON, "request", "message body is not JSON") from None
+    if isinstance(decoded, list) and len(decoded) == 3 and isinstance(decoded[1], dict):
+        request = decoded[1].get("request")
+        if isinstance(request, dict):
+            return request
+    return {}
+
+
+def check_message(message: Mapping[str, Any]) -> None:
+    """Refuse what a worker could never run: non-JSON, compressed, scheduled, unknown or misdirected."""
+    headers = message.get("headers") or {}
+    if message.get("content-type") != JSON_CONTENT_TYPE or "compression" in headers:
+        raise ContractError.single(
+            ErrorCode.MALFORMED, "request", "inferq accepts uncompressed JSON only (serializer='json')"
+        )
+    if headers.get("eta") is not None:
+        raise ContractError.single(
+            ErrorCode.MALFORMED, "request", "countdown/eta are not supported; give the request a deadline"
+        )
+    if headers.get("task") not in KIND_BY_TASK:
+        raise ContractError.single(
+            ErrorCode.UNKNOWN_TASK, "task", f"must be one of {', '.join(sorted(KIND_BY_TASK))}"
+        )
+    check_reply_to(_body_request(message["body"]))
+
+
+def _without_reprs(message: dict[str, Any]) -> dict[str, Any]:
+    # Celery copies the arguments into these headers for its logs and monitors; here they would
+    # be the request a second time: patient notes, card histories.
+    headers = {**message.get("headers", {}), **dict.fromkeys(REPR_HEADERS, OMITTED)}
+    return {**message, "headers": headers}
+
+
+class Channel(virtual.Channel):
+    """Publishes to lane streams; declares a queue by creating its consumer group."""
+
+    # Nothing is consumed through kombu, so there is nothing to restore on close.
+    do_restore = False
+
+    @cached_property
+    def client(self) -> redis.Redis:
+        return connect(redis_url(self.connection.client.hostname))
+
+    @cached_property
+    def queue_limits(self) -> dict[str, int]:
+        options = self.connection.client.transport_options or {}
+        given = options.get("queue_limits") or {}
+        settings = Settings()
+        return {lane: int(given.get(lane, settings.lane(lane).queue_limit)) for lane in LANES}
+
+    def encode_body(self, body: Any, encoding: str | None = None) -> tuple[Any, str | None]:
+        # Bodies stay JSON text inside the entry (no base64), readable by any integration.
+        # Bytes that are not UTF-8 (pickle, compression) stay bytes; `_put` refuses them.
+        if isinstance(body, bytes):
+            try:
+                return body.decode("utf-8"), None
+            except UnicodeDecodeError:
+                return body, None
+        return body, None
+
+    def _lookup(self, exchange: str, routing_key: str, default: str | None = None) -> list[str]:
+        # Bindings live in each producer's memory; a lane needs none, its name is the route.
+        found = super()._lookup(exchange, routing_key, default)  # type: ignore[no-untyped-call]
+        return list(found) or [routing_key]
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        lane = _lane(queue)
+        check_message(message)
+        payload = json.dumps(_without_reprs(message), separators=(",", ":"))
+        enqueue(self.client, lane, {FIELD_PAYLOAD: payload}, self.queue_limits[lane])
+
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
+        raise ConsumeNotSupported("inferq lanes are consumed by `inferq worker`, not through kombu")
+
+    def _size(self, queue: str) -> int:
+        return int(self.client.xlen(queue_stream(_lane(queue))))
+
+    def _purge(self, queue: str) -> int:
+        # Trimming keeps the stream and its consumer group; pending ids of trimmed entries are
+        # dropped by the next claim.
+        return int(self.client.xtrim(queue_stream(_lane(queue)), maxlen=0, approximate=False))
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        ensure_group(self.client, _lane(queue))
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return queue in LANES and bool(self.client.exists(queue_stream(queue)))
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        self.client.delete(queue_stream(_lane(queue)))
+
+    def close(self) -> None:
+        super().close()  # type: ignore[no-untyped-call]
+        if "client" in self.__dict__:
+            self.client.close()
+
+
+class Transport(virtual.Transport):
+    """kombu transport over inferq's Redis Streams lanes (publish and queue management)."""
+
+    Channel = Channel
+
+    driver_type = "redis"
+    driver_name = "redis"
+    # The whole URL reaches the channel, which turns it into a redis:// URL.
+    can_parse_url = True
+
+    # kombu types these as one-element tuples; Redis adds its own errors, as kombu's redis transport does.
+    connection_errors = (  # type: ignore[assignment]
+        *virtual.Transport.connection_errors, redis.ConnectionError, redis.TimeoutError,
+    )
+    channel_errors = (*virtual.Transport.channel_errors, redis.ResponseError)  # type: ignore[assignment]
+
+    implements = virtual.Transport.implements.extend(
+        asynchronous=False, exchange_type=frozenset(["direct"])
+    )
+
+    def driver_version(self) -> str:
+        return str(redis.__version__)
+
+
+TRANSPORT_ALIASES.setdefault(SCHEME, TRANSPORT_PATH)
+
+
+def producer_app(redis_url: str | None = None, settings: Settings | None = None) -> Celery:
+    """A Celery app that sends inferq tasks through this transport (JSON only, no result backend).
+
+    `redis_url` None takes `INFERQ_REDIS_URL`, or the embedded Valkey when that is unset too.
+    Results arrive on result streams, not through Celery: see `worker.client` and
+    docs/wire-format.md.
+    """
+    settings = settings or Settings()
+    url = redis_url or settings.redis_url or embedded.start(settings.state_dir).url
+    app = Celery("inferq-producer", set_as_current=False)
+    app.conf.update(
+        broker_url=url,
+        broker_transport=TRANSPORT_PATH,
+        task_serializer="json",
+        accept_content=["json"],
+        task_protocol=2,
+        result_backend=None,
+        task_ignore_result=True,
+        task_create_missing_queues=True,
+        task_routes={name: {"queue": DEFAULT_LANE[kind]} for kind, name in TASK_NAMES.items()},
+    )
+    return app
