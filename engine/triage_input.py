@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from engine.errors import InputError
+
 VITAL_KEYS = (
     "heart_rate",
     "resp_rate",
@@ -20,10 +22,25 @@ VITAL_KEYS = (
 )
 
 # Rendering order of the vitals prefix, as a nurse reads them out; "BP" stands for systolic/diastolic.
-_VITAL_ORDER = (("heart_rate", "HR"), ("BP", "BP"), ("resp_rate", "RR"), ("spo2", "SpO2"),
-                ("temperature_c", "T"), ("pain", "pain"))
+_VITAL_ORDER = (
+    ("heart_rate", "HR"),
+    ("BP", "BP"),
+    ("resp_rate", "RR"),
+    ("spo2", "SpO2"),
+    ("temperature_c", "T"),
+    ("pain", "pain"),
+)
 
-_SEX_CODES = {"f": "F", "female": "F", "m": "M", "male": "M", "x": "X", "other": "X", "u": "U", "unknown": "U"}
+_SEX_CODES = {
+    "f": "F",
+    "female": "F",
+    "m": "M",
+    "male": "M",
+    "x": "X",
+    "other": "X",
+    "u": "U",
+    "unknown": "U",
+}
 
 # Days per year for rendering infant ages; ESI neonatal rules are stated in days (1-28 d).
 _DAYS_PER_YEAR = 365.25
@@ -42,12 +59,12 @@ class TriageInput:
     def __post_init__(self) -> None:
         unknown = set(self.vitals) - set(VITAL_KEYS)
         if unknown:
-            raise ValueError(f"unknown vital keys: {sorted(unknown)}")
+            raise InputError(f"unknown vital keys: {sorted(unknown)}")
         for key, value in self.vitals.items():
             if value is not None and not math.isfinite(value):
-                raise ValueError(f"vital {key} is not a finite number")
+                raise InputError(f"vital {key} is not a finite number")
         if self.age_years is not None and not 0 <= self.age_years < 130:
-            raise ValueError("age_years must be in [0, 130)")
+            raise InputError("age_years must be in [0, 130)")
 
 
 def format_age(age_years: float) -> str:
