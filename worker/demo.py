@@ -27,7 +27,7 @@ import redis
 
 from worker import embedded
 from worker.config import Settings
-from worker.constants import RESULTS_PREFIX
+from worker.constants import RESULT_MESSAGE, RESULTS_PREFIX
 
 _READY_TIMEOUT_S = 240.0  # two workers loading models on a small, busy machine
 _DRAIN_TIMEOUT_S = 30.0
@@ -198,7 +198,7 @@ class _Demo:
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 self.cursor = entry_id
-                self._record(json.loads(fields["result"]))
+                self._record(json.loads(fields[RESULT_MESSAGE]))
 
     def _record(self, msg: dict[str, Any]) -> None:
         t = self.tally
@@ -233,7 +233,7 @@ class _Demo:
                   f"batch {msg['timings']['batch_size']}, {msg['model']}")
 
     def answers_for(self, task_id: str) -> int:
-        return sum(1 for _, f in self.conn.xrange(self.reply_to) if json.loads(f["result"])["task_id"] == task_id)
+        return sum(1 for _, f in self.conn.xrange(self.reply_to) if json.loads(f[RESULT_MESSAGE])["task_id"] == task_id)
 
     def status_line(self, elapsed: float) -> str:
         t = self.tally
