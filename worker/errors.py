@@ -16,9 +16,10 @@ class ConfigurationError(InferqError):
 class Overloaded(InferqError):
     """A lane holds as many tasks as its limit allows; the task was refused without queueing."""
 
-    def __init__(self, lane: str, limit: int) -> None:
+    def __init__(self, lane: str, limit: int, queued: tuple[str, ...] = ()) -> None:
         self.lane = lane
         self.limit = limit
+        self.queued = queued  # task ids of the same call that were queued before the lane filled
         super().__init__(f"lane {lane!r} is over its limit of {limit} tasks")
 
 
@@ -26,5 +27,5 @@ class UnknownLane(InferqError):
     """A task was addressed to a queue that is not one of inferq's lanes."""
 
 
-class ResultTimeout(InferqError):
+class ResultTimeout(InferqError, TimeoutError):
     """No result arrived for a task within the time the caller waited."""
