@@ -130,6 +130,14 @@ def test_timestamps_keep_their_offset() -> None:
     assert event.model_dump(mode="json")["timestamp"] == "2026-10-09T17:32:05.250000+02:00"
 
 
+def test_python_callers_may_pass_aware_datetimes() -> None:
+    event = TransactionEvent.model_validate(_event(5, timestamp=NOW))
+    assert event.timestamp == NOW
+    assert TransactionEvent.model_validate(event.model_dump()) == event
+    with pytest.raises(ValidationError):
+        TransactionEvent.model_validate(_event(5, timestamp=NOW.replace(tzinfo=None)))
+
+
 # -- refusals ---------------------------------------------------------------------------------
 
 E = ErrorCode
@@ -204,7 +212,10 @@ REFUSALS = [
      "transaction.timestamp"),
     ("fraud", {"transaction.timestamp": "yesterday 10pm"}, E.BAD_TIMESTAMP, "transaction.timestamp"),
     ("fraud", {"transaction.timestamp": "2026-02-30T10:00:00Z"}, E.BAD_TIMESTAMP, "transaction.timestamp"),
-    ("fraud", {"transaction.timestamp": 1_764_000_000}, E.WRONG_TYPE, "transaction.timestamp"),
+    ("fraud", {"transaction.timestamp": 1_764_000_000}, E.BAD_TIMESTAMP, "transaction.timestamp"),
+    ("fraud", {"transaction.timestamp": "1764000000"}, E.BAD_TIMESTAMP, "transaction.timestamp"),
+    ("fraud", {"transaction.timestamp": "2026-10-14T02:47Z"}, E.BAD_TIMESTAMP, "transaction.timestamp"),
+    ("fraud", {"transaction.timestamp": "2026-10-14T02:47:13+0200"}, E.BAD_TIMESTAMP, "transaction.timestamp"),
     ("fraud", {"transaction.timestamp": _rfc3339(NOW + timedelta(days=2))}, E.TIMESTAMP_OUT_OF_RANGE,
      "transaction.timestamp"),
     ("fraud", {"transaction.cvv": "123"}, E.UNKNOWN_FIELD, "transaction.cvv"),
