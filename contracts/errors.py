@@ -106,7 +106,6 @@ class ContractError(Exception):
 # Pydantic error types grouped into the contract's generic codes.
 _TYPE_CODES: Mapping[str, ErrorCode] = {
     "json_invalid": ErrorCode.INVALID_JSON,
-    "json_type": ErrorCode.INVALID_JSON,
     "extra_forbidden": ErrorCode.UNKNOWN_FIELD,
     "missing": ErrorCode.MISSING_FIELD,
     "finite_number": ErrorCode.NON_FINITE,

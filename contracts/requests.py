@@ -54,6 +54,8 @@ _RFC3339: Final = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 
+# A stream key under the result prefix; the name part is short and free of spaces and braces.
+_REPLY_TO: Final = "^" + RESULTS_PREFIX + "[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 _WINDOW_HINT: Final = "is over 24 h ahead of or 10 years behind now"
 
 # Strict: no coercion of "12.5" to a number or 1 to "1"; frozen: a parsed request is a value.
@@ -131,7 +133,7 @@ class RequestBase(BaseModel):
     tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
     deadline: int | None = Field(None, ge=MIN_DEADLINE_MS, le=MAX_DEADLINE_MS, description="epoch ms")
     timeout_ms: int | None = Field(None, gt=0, le=MAX_TIMEOUT_MS, description="ms from enqueueing")
-    reply_to: str | None = Field(None, pattern=r"^inferq:results:[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    reply_to: str | None = Field(None, pattern=_REPLY_TO)
     schema_version: Literal["1"] = SCHEMA_VERSION
     lane: Lane | None = Field(None, description="default: realtime for fraud, batch for triage")
 
@@ -145,7 +147,7 @@ class RequestBase(BaseModel):
 
 
 class Vitals(BaseModel):
-    """Triage vital signs; every bound is wider than any value recorded in a living patient."""
+    """Triage vital signs; outside these bounds a value is almost always a unit or typing error."""
 
     model_config = _CONFIG
 
@@ -153,7 +155,7 @@ class Vitals(BaseModel):
     resp_rate: int | None = Field(None, ge=2, le=80, description="breaths per minute")
     # Pulse oximeters are not calibrated below ~70%; under 50 a reading is an artefact.
     spo2: float | None = Field(None, ge=50, le=100, allow_inf_nan=False, description="percent")
-    # 30-45 °C: beyond survivable extremes; it also refuses Fahrenheit sent as Celsius.
+    # 30-45 °C spans what a triage thermometer reads and refuses Fahrenheit sent as Celsius.
     temperature_c: float | None = Field(None, ge=30, le=45, allow_inf_nan=False)
     systolic_bp: int | None = Field(None, ge=40, le=300, description="mmHg")
     diastolic_bp: int | None = Field(None, ge=20, le=200, description="mmHg, below systolic")
