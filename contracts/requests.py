@@ -66,8 +66,8 @@ _CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True)
 class _Core:
     """Annotated marker: validate with a prebuilt pydantic-core schema, no Python call per value.
 
-    A history holds up to 4,096 events; Python validators on each event's fields cost more than
-    the rest of the model together, so per-event checks stay in pydantic-core.
+    A history holds up to 4,096 events; Python validators on each event's timestamp, currency and
+    country cost about as much as the rest of the model, so per-event checks stay in pydantic-core.
     """
 
     schema: CoreSchema
