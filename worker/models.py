@@ -165,9 +165,9 @@ def fraud_thresholds(settings: Settings, model_thresholds: Mapping[str, float]) 
     )
 
 
-def load_models(settings: Settings) -> dict[Kind, KindModel]:
+def load_models(settings: Settings) -> dict[str, KindModel]:
     """Load the runner of every kind this worker serves, from `settings.models_dir`."""
-    models: dict[Kind, KindModel] = {}
+    models: dict[str, KindModel] = {}
     for kind in settings.kinds:
         models[kind] = _load(kind, settings.models_dir / kind, settings)
     return models
