@@ -1,0 +1,555 @@
+"""End-to-end benchmark: engine alone, inferq end to end, a naive Celery worker, realtime latency.
+
+    .venv/bin/python bench/e2e.py [--quick] [--redis-url redis://127.0.0.1:6379/11]
+
+One run on one machine, real worker processes (`python -m worker.app`) over a real Redis:
+
+  (a) engine only: the runners called directly, on batches formed by the worker's own batcher
+      (`worker.batcher.LaneQueue` with the lane's settings) from a backlog fed as the worker
+      fetches it;
+  (b) inferq end to end at saturation: a backlog pre-loaded on the lane, one worker started on
+      it, timed from the moment it reports ready to the last result read by the producer;
+  (c) the naive baseline (`bench/naive_celery.py`): stock Celery, kombu's Redis list transport,
+      one task per forward pass, the same models;
+  (d) realtime fraud latency (submit to result at the producer) at a steady rate while a triage
+      backlog drains, a realtime fraud worker and a batch triage worker in separate processes
+      with one torch thread each;
+  (e) batch-lane fraud throughput end to end with 128-event histories.
+
+Everything runs in one Redis database (flushed before and after) that nothing else may use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import redis  # noqa: E402
+import torch  # noqa: E402
+
+from contracts import parse_request  # noqa: E402
+from worker.batcher import BatchLimits, LaneQueue  # noqa: E402
+from worker.client import InferqClient  # noqa: E402
+from worker.config import Settings  # noqa: E402
+from worker.constants import RESULT_MESSAGE, RESULTS_PREFIX  # noqa: E402
+from worker.models import KindModel, load_models  # noqa: E402
+
+READY_TIMEOUT_S = 300.0  # model loading on a busy 2-core machine
+RESULT_TIMEOUT_S = 900.0
+ARRIVAL = {"walk-in": "walk_in", "private vehicle": "walk_in", "wheelchair": "walk_in", "EMS": "ems"}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Task counts of one run; --quick shrinks them to keep a shared machine usable."""
+
+    triage: int
+    fraud: int
+    naive_triage: int
+    naive_fraud: int
+    backlog: int
+    latency_s: float
+    fraud_rate: float
+    fraud128: int
+
+
+FULL = Scale(
+    triage=2048,
+    fraud=4096,
+    naive_triage=384,
+    naive_fraud=768,
+    backlog=10_000,
+    latency_s=30.0,
+    fraud_rate=100.0,
+    fraud128=8192,
+)
+QUICK = Scale(
+    triage=512,
+    fraud=1024,
+    naive_triage=128,
+    naive_fraud=256,
+    backlog=10_000,
+    latency_s=10.0,
+    fraud_rate=100.0,
+    fraud128=2048,
+)
+
+
+# -- workloads --------------------------------------------------------------------------------
+
+
+def _rfc3339(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _event(ev: Any, shift_s: float) -> dict[str, Any]:
+    out = {
+        "amount": round(float(ev.amount), 2),
+        "currency": ev.currency,
+        "mcc": ev.mcc,
+        "channel": ev.channel,
+        "country": ev.country,
+        "timestamp": _rfc3339(ev.timestamp + shift_s),
+    }
+    if ev.merchant_id:
+        out["merchant_id"] = ev.merchant_id
+    if ev.device_id:
+        out["device_id"] = ev.device_id
+    return out
+
+
+def fraud_requests(n: int, seed: int, history: int | None = None) -> list[dict[str, Any]]:
+    """Simulated customers; `history` fixes the history length, else the simulator's mix (16-4,096)."""
+    from engine.fraud_sim import FraudSimulator, SimConfig
+
+    config = SimConfig(seed=seed) if history is None else SimConfig(seed=seed, lengths=((history, history, 1.0),))
+    out = []
+    for example in FraudSimulator(config).examples(n):
+        inp = example.input
+        shift = time.time() - 60.0 - inp.transaction.timestamp  # the transaction happened a minute ago
+        out.append(
+            {
+                "tenant": "bench-issuer",
+                "transaction": _event(inp.transaction, shift),
+                "history": [_event(e, shift) for e in inp.history],
+            }
+        )
+    return out
+
+
+def triage_requests(n: int, seed: int) -> list[dict[str, Any]]:
+    """Synthetic triage notes (engine.triage_data), in the contract's request form."""
+    from engine.triage_data import generate
+
+    out = []
+    for ex in generate(n, seed):
+        request: dict[str, Any] = {"tenant": "bench-hospital", "note": ex.note}
+        if ex.age_years is not None:
+            request["age"] = round(float(ex.age_years), 3)
+        if ex.sex:
+            request["sex"] = ex.sex
+        if ex.arrival_mode:
+            request["arrival_mode"] = ARRIVAL.get(ex.arrival_mode, "other")
+        vitals = {k: (round(v, 1) if k in ("temperature_c", "spo2") else int(v)) for k, v in ex.vitals.items()}
+        if vitals:
+            request["vitals"] = vitals
+        out.append(request)
+    return out
+
+
+# -- (a) engine only --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineFigure:
+    tasks: int
+    prepare_s: float
+    run_s: float
+    batches: int
+
+    @property
+    def per_s(self) -> float:
+        """Tasks per second counting prepare (tokenize/featurize) and the forward passes."""
+        return self.tasks / (self.prepare_s + self.run_s)
+
+    @property
+    def run_only_per_s(self) -> float:
+        return self.tasks / self.run_s
+
+    @property
+    def mean_batch(self) -> float:
+        return self.tasks / self.batches
+
+
+def worker_batches(prepared: Sequence[Any], limits: BatchLimits, held: int) -> list[list[Any]]:
+    """Batches as the worker forms them from a backlog: at most `held` tasks queued at a time."""
+    queue: LaneQueue[Any] = LaneQueue(limits)
+    batches, next_index = [], 0
+    while next_index < len(prepared) or len(queue):
+        while len(queue) < held and next_index < len(prepared):
+            queue.push(prepared[next_index], prepared[next_index].n_tokens, now_ms=0.0)
+            next_index += 1
+        batches.append(queue.take(now_ms=0.0).batch)
+    return batches
+
+
+def engine_only(
+    model: KindModel, kind: str, requests: Sequence[dict[str, Any]], lane: str, settings: Settings
+) -> EngineFigure:
+    parsed = [parse_request(kind, r) for r in requests]
+    started = time.perf_counter()
+    prepared = [model.prepare(p) for p in parsed]
+    prepare_s = time.perf_counter() - started
+    limits = BatchLimits.from_lane(settings.lane(lane), settings.bucket_window_ms)
+    batches = worker_batches(prepared, limits, settings.fetch_count)
+    started = time.perf_counter()
+    for batch in batches:
+        model.runner.run(batch)
+    return EngineFigure(len(prepared), prepare_s, time.perf_counter() - started, len(batches))
+
+
+# -- worker processes -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    """A child process with a log file; always stopped by `close`."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            argv,
+            env={**os.environ, **env},
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def close(self, grace_s: float = 30.0) -> int | None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class InferqWorker(Proc):
+    """`python -m worker.app` for some kinds and lanes, with `threads` torch threads."""
+
+    def __init__(self, name: str, url: str, kinds: list[str], lanes: list[str], threads: int, log_dir: Path) -> None:
+        self.port = free_port()
+        env = {
+            "INFERQ_REDIS_URL": url,
+            "INFERQ_KINDS": json.dumps(kinds),
+            "INFERQ_LANES": json.dumps(lanes),
+            "INFERQ_METRICS_PORT": str(self.port),
+            "INFERQ_DEVICE": "cpu",
+            "INFERQ_LOG_LEVEL": "WARNING",
+            "OMP_NUM_THREADS": str(threads),
+        }
+        super().__init__(name, [sys.executable, "-m", "worker.app", "--name", name], env, log_dir)
+
+    def get(self, path: str) -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=1.0) as reply:
+                return reply.read().decode() if reply.status == 200 else None
+        except OSError:
+            return None
+
+    def wait_ready(self, poll_s: float = 0.01) -> float:
+        """Block until /readyz answers 200; the perf_counter time it first did."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            if self.get("/readyz") is not None:
+                return time.perf_counter()
+            time.sleep(poll_s)
+        raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT_S:.0f}s; see {self.log_path}")
+
+    def mean_batch(self, kind: str, lane: str) -> float | None:
+        """Mean batch size from the worker's own histogram."""
+        text = self.get("/metrics") or ""
+        label = f'{{kind="{kind}",lane="{lane}"}}'
+        values = {}
+        for line in text.splitlines():
+            for stat in ("sum", "count"):
+                if line.startswith(f"inferq_batch_size_{stat}{label}"):
+                    values[stat] = float(line.split()[-1])
+        return values["sum"] / values["count"] if values.get("count") else None
+
+
+# -- (b), (e) inferq end to end -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class E2EFigure:
+    tasks: int
+    seconds: float
+    statuses: Counter[str]
+    mean_batch: float | None
+
+    @property
+    def per_s(self) -> float:
+        return self.tasks / self.seconds
+
+
+def inferq_saturation(
+    url: str, kind: str, lane: str, requests: Sequence[dict[str, Any]], threads: int, log_dir: Path, name: str
+) -> E2EFigure:
+    """Pre-load the backlog, start one worker, time from its readiness to the last result."""
+    redis.Redis.from_url(url).flushdb()
+    with InferqClient(url) as client:
+        ids = client.submit_many(kind, list(requests), lane=lane)
+        worker = InferqWorker(name, url, [kind], [lane], threads, log_dir)
+        try:
+            started = worker.wait_ready()
+            results = client.wait(ids, RESULT_TIMEOUT_S)
+            seconds = time.perf_counter() - started
+            mean_batch = worker.mean_batch(kind, lane)
+        finally:
+            worker.close()
+    if len(results) != len(ids):
+        raise RuntimeError(f"{name}: {len(results)} results for {len(ids)} tasks")
+    return E2EFigure(len(ids), seconds, Counter(r.status for r in results.values()), mean_batch)
+
+
+# -- (c) naive Celery -----------------------------------------------------------------------------
+
+
+def naive_throughput(
+    url: str, kind: str, requests: Sequence[dict[str, Any]], concurrency: int, log_dir: Path
+) -> E2EFigure:
+    """Stock Celery on the Redis list transport: warm every pool process, then time the backlog."""
+    redis.Redis.from_url(url).flushdb()
+    os.environ["NAIVE_REDIS_URL"] = url
+    from bench import naive_celery
+
+    task = {"triage": naive_celery.triage, "fraud": naive_celery.fraud}[kind]
+    worker = Proc(
+        f"naive-{kind}",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.naive_celery",
+            "worker",
+            "--pool",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "--loglevel",
+            "WARNING",
+        ],
+        {"NAIVE_REDIS_URL": url, "OMP_NUM_THREADS": "1", "INFERQ_LOG_LEVEL": "WARNING"},
+        log_dir,
+    )
+    try:
+        warm = [task.delay(requests[i % len(requests)]) for i in range(4 * concurrency)]
+        for result in warm:
+            result.get(timeout=READY_TIMEOUT_S)
+        started = time.perf_counter()
+        pending = [task.delay(r) for r in requests]
+        outputs = [result.get(timeout=RESULT_TIMEOUT_S) for result in pending]
+        seconds = time.perf_counter() - started
+    finally:
+        worker.close()
+    return E2EFigure(len(outputs), seconds, Counter(ok=len(outputs)), 1.0)
+
+
+# -- (d) realtime latency under a triage backlog ----------------------------------------------------
+
+
+@dataclass
+class LatencyFigure:
+    latencies_ms: list[float]
+    sent: int
+    rate: float
+    backlog_answered_during: int
+    backlog: int
+    statuses: Counter[str]
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class ReplyReader(threading.Thread):
+    """Reads one reply stream and records when each task's result arrived (perf_counter)."""
+
+    def __init__(self, url: str, stream: str) -> None:
+        super().__init__(daemon=True)
+        self.conn = redis.Redis.from_url(url, decode_responses=True)
+        self.stream = stream
+        self.arrived: dict[str, tuple[float, str]] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        cursor = "0-0"
+        while not self.stop.is_set():
+            for _, entries in self.conn.xread({self.stream: cursor}, count=1000, block=100) or []:
+                now = time.perf_counter()
+                for _, fields in entries:
+                    message = json.loads(fields[RESULT_MESSAGE])
+                    self.arrived[message["task_id"]] = (now, message["status"])
+                cursor = entries[-1][0]
+
+
+def steady_fraud(
+    url: str, pool: Sequence[dict[str, Any]], rate: float, seconds: float
+) -> tuple[dict[str, float], ReplyReader]:
+    """Open-loop producer: one fraud task every 1/rate s (never waiting for results)."""
+    reply_to = f"{RESULTS_PREFIX}bench-latency-{uuid.uuid4().hex}"
+    reader = ReplyReader(url, reply_to)
+    reader.start()
+    sent: dict[str, float] = {}
+    with InferqClient(url) as client:
+        due = time.perf_counter()
+        end = due + seconds
+        while due < end:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            task_id = uuid.uuid4().hex
+            sent[task_id] = time.perf_counter()
+            client.submit("fraud", {**pool[len(sent) % len(pool)], "reply_to": reply_to}, task_id=task_id)
+            due += 1.0 / rate
+    return sent, reader
+
+
+def realtime_latency(url: str, scale: Scale, log_dir: Path) -> LatencyFigure:
+    redis.Redis.from_url(url).flushdb()
+    realtime = InferqWorker("latency-realtime", url, ["fraud"], ["realtime"], 1, log_dir)
+    batch = InferqWorker("latency-batch", url, ["triage"], ["batch"], 1, log_dir)
+    try:
+        realtime.wait_ready()
+        batch.wait_ready()
+        pool = fraud_requests(256, seed=11)
+        with InferqClient(url) as backlog_client:
+            backlog_ids = backlog_client.submit_many("triage", triage_requests(scale.backlog, seed=12))
+            sent, reader = steady_fraud(url, pool, scale.fraud_rate, scale.latency_s)
+            time.sleep(2.0)  # the last results of the window
+            reader.stop.set()
+            answered = len(backlog_client.wait(backlog_ids, 0.0))
+    finally:
+        realtime.close()
+        batch.close()
+    latencies = [(reader.arrived[t][0] - s) * 1000.0 for t, s in sent.items() if t in reader.arrived]
+    statuses = Counter(status for _, status in reader.arrived.values())
+    statuses["missing"] = len(sent) - len(latencies)
+    return LatencyFigure(latencies, len(sent), len(sent) / scale.latency_s, answered, scale.backlog, statuses)
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+
+def target(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def run(url: str, scale: Scale) -> None:
+    log_dir = Path(tempfile.mkdtemp(prefix="inferq-bench-"))
+    settings = Settings(redis_url=url)
+    print(f"bench/e2e.py: {os.cpu_count()} CPUs, torch {torch.__version__}, logs in {log_dir}", flush=True)
+    work = {
+        "triage": triage_requests(scale.triage, seed=1),
+        "fraud": fraud_requests(scale.fraud, seed=2),
+        "fraud128": fraud_requests(scale.fraud128, seed=3, history=128),
+    }
+
+    torch.set_num_threads(2)
+    models = load_models(Settings(kinds=["triage", "fraud"], redis_url=url))
+    for model in models.values():
+        model.warmup()
+    engine = {
+        "triage": engine_only(models["triage"], "triage", work["triage"], "batch", settings),
+        "fraud": engine_only(models["fraud"], "fraud", work["fraud"], "batch", settings),
+        "fraud128": engine_only(models["fraud"], "fraud", work["fraud128"], "batch", settings),
+    }
+    del models
+    for name, fig in engine.items():
+        print(
+            f"(a) engine only {name:9s}: {fig.per_s:8.1f} tasks/s with prepare, {fig.run_only_per_s:8.1f} "
+            f"forward only ({fig.tasks} tasks, mean batch {fig.mean_batch:.1f}, 2 torch threads)",
+            flush=True,
+        )
+
+    e2e = {
+        "triage": inferq_saturation(url, "triage", "batch", work["triage"], 2, log_dir, "e2e-triage"),
+        "fraud": inferq_saturation(url, "fraud", "batch", work["fraud"], 2, log_dir, "e2e-fraud"),
+    }
+    for name, fig in e2e.items():
+        a = engine[name]
+        print(
+            f"(b) inferq e2e {name:9s}: {fig.per_s:8.1f} tasks/s ({fig.tasks} tasks in {fig.seconds:.2f}s, "
+            f"statuses {dict(fig.statuses)}, worker mean batch {fig.mean_batch}); "
+            f"{fig.per_s / a.per_s:.1%} of (a) with prepare, {fig.per_s / a.run_only_per_s:.1%} of forward only "
+            f"-> target >= 85% {target(fig.per_s >= 0.85 * a.per_s)}",
+            flush=True,
+        )
+
+    naive = {
+        "triage": naive_throughput(url, "triage", work["triage"][: scale.naive_triage], 2, log_dir),
+        "fraud": naive_throughput(url, "fraud", work["fraud"][: scale.naive_fraud], 2, log_dir),
+    }
+    for name, fig in naive.items():
+        ratio = e2e[name].per_s / fig.per_s
+        goal = 3.0 if name == "triage" else 10.0
+        print(
+            f"(c) naive Celery {name:9s}: {fig.per_s:8.1f} tasks/s ({fig.tasks} tasks in {fig.seconds:.2f}s, "
+            f"prefork -c 2, 1 torch thread each); inferq / naive = {ratio:.1f}x "
+            f"-> target >= {goal:.0f}x {target(ratio >= goal)}",
+            flush=True,
+        )
+
+    lat = realtime_latency(url, scale, log_dir)
+    p50, p99 = lat.pct(0.50), lat.pct(0.99)
+    print(
+        f"(d) realtime fraud latency at {lat.rate:.1f} tasks/s for {scale.latency_s:.0f}s ({lat.sent} sent, "
+        f"statuses {dict(lat.statuses)}) while a {lat.backlog}-task triage backlog drained "
+        f"({lat.backlog_answered_during} answered by the end): p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+        f"max {max(lat.latencies_ms):.1f} ms; realtime fraud and batch triage workers, 1 torch thread each "
+        f"-> target p99 <= 50 ms {target(p99 <= 50.0)}",
+        flush=True,
+    )
+
+    batch128 = inferq_saturation(url, "fraud", "batch", work["fraud128"], 2, log_dir, "e2e-fraud128")
+    print(
+        f"(e) batch-lane fraud, 128-event histories: {batch128.per_s:8.1f} tasks/s ({batch128.tasks} tasks in "
+        f"{batch128.seconds:.2f}s, worker mean batch {batch128.mean_batch}); "
+        f"{batch128.per_s / engine['fraud128'].per_s:.1%} of engine only "
+        f"-> target >= 1000/s {target(batch128.per_s >= 1000.0)}",
+        flush=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller task counts (a few minutes)")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("INFERQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11"),
+        help="a Redis database the benchmark may flush (default db 11)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        run(args.redis_url, QUICK if args.quick else FULL)
+    finally:
+        redis.Redis.from_url(args.redis_url).flushdb()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
