@@ -305,3 +305,9 @@ def test_result_stream_choice() -> None:
     assert good.result_stream == "inferq:results:x"
     bad = _decode(raw_fields("inferq.fraud", "a", json.dumps({"reply_to": "inferq:queue:batch"})))
     assert bad.result_stream == results_stream("fraud")
+
+
+def test_fetch_refuses_unknown_lane(ingress: Ingress) -> None:
+    with pytest.raises(UnknownLane):
+        ingress.fetch(["realtime", "elsewhere"], 10, None)
+    assert ingress.fetch([], 10, None) == []

@@ -302,8 +302,12 @@ class Ingress:
         `block_ms` None returns at once; otherwise it waits up to that long for a first entry
         (0 waits forever). The entries are pending for this consumer from the moment they return.
         """
+        for lane in lanes:
+            _lane_stream(lane)
         ordered = [lane for lane in LANES if lane in lanes]
-        streams: dict[KeyT, StreamIdT] = {_lane_stream(lane): ">" for lane in ordered}
+        if not ordered:
+            return []
+        streams: dict[KeyT, StreamIdT] = {queue_stream(lane): ">" for lane in ordered}
         try:
             reply = self._read(streams, count, block_ms)
         except redis.ResponseError as exc:
@@ -466,6 +470,7 @@ class Publisher:
         result = _failed_result(delivery)
         stream = delivery.result_stream
         post = result is not None and stream is not None
+        # Without a result to post, the marker and result stream keys are named but never touched.
         keys = [DEADLETTER_STREAM, queue_stream(delivery.lane), done_key(delivery.task_id or ""),
                 _checked_stream(stream) if stream is not None else DEADLETTER_STREAM]
         args: list[str | int] = [
