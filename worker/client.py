@@ -146,12 +146,19 @@ class _Results:
     cursor: str = "0-0"
     waiting: dict[str, TaskResultMessage] = field(default_factory=dict)
 
-    def absorb(self, reply: Any) -> None:
+    def absorb(self, reply: Any) -> int:
+        """Keep the results of one XREAD reply; how many there were."""
+        count = 0
         for _, entries in reply or []:
             for entry_id, fields in entries:
                 self.cursor = entry_id
                 message = TaskResultMessage.model_validate_json(fields[RESULT_MESSAGE])
                 self.waiting[message.task_id] = message
+                count += 1
+        return count
+
+    def missing(self, task_ids: Sequence[str]) -> bool:
+        return any(task_id not in self.waiting for task_id in task_ids)
 
     def take(self, task_ids: Sequence[str]) -> dict[str, TaskResultMessage]:
         return {task_id: self.waiting.pop(task_id) for task_id in task_ids if task_id in self.waiting}
@@ -166,6 +173,7 @@ def _check_waitable(task_ids: Iterable[str], foreign: set[str]) -> list[str]:
 
 
 def _block_ms(deadline: float) -> int | None:
+    """How long the next read may block; None once the time is up (the read only polls)."""
     left_ms = int((deadline - time.monotonic()) * 1000)
     return None if left_ms <= 0 else max(1, min(left_ms, MAX_BLOCK_MS))
 
@@ -215,15 +223,18 @@ class InferqClient:
         return self._submitter.finish(prepared, calls, pipe.execute())
 
     def wait(self, task_ids: Iterable[str], timeout_s: float) -> dict[str, TaskResultMessage]:
-        """Results of `task_ids` that arrive within `timeout_s` (possibly fewer than asked for)."""
+        """Results of `task_ids` that arrive within `timeout_s` (possibly fewer than asked for).
+
+        A timeout of 0 takes what has already arrived without waiting.
+        """
         ids = _check_waitable(task_ids, self._submitter.foreign)
         deadline = time.monotonic() + timeout_s
-        while any(task_id not in self._results.waiting for task_id in ids):
+        while self._results.missing(ids):
             block_ms = _block_ms(deadline)
-            if block_ms is None:
-                break
             streams: dict[KeyT, StreamIdT] = {self.reply_stream: self._results.cursor}
-            self._results.absorb(self._redis.xread(streams, count=READ_COUNT, block=block_ms))
+            got = self._results.absorb(self._redis.xread(streams, count=READ_COUNT, block=block_ms))
+            if not got and block_ms is None:
+                break
         return self._results.take(ids)
 
     def result(self, task_id: str, timeout_s: float) -> TaskResultMessage:
@@ -283,15 +294,18 @@ class AsyncInferqClient:
         return self._submitter.finish(prepared, calls, replies)
 
     async def wait(self, task_ids: Iterable[str], timeout_s: float) -> dict[str, TaskResultMessage]:
-        """Results of `task_ids` that arrive within `timeout_s` (possibly fewer than asked for)."""
+        """Results of `task_ids` that arrive within `timeout_s` (possibly fewer than asked for).
+
+        A timeout of 0 takes what has already arrived without waiting.
+        """
         ids = _check_waitable(task_ids, self._submitter.foreign)
         deadline = time.monotonic() + timeout_s
-        while any(task_id not in self._results.waiting for task_id in ids):
+        while self._results.missing(ids):
             block_ms = _block_ms(deadline)
-            if block_ms is None:
-                break
             streams: dict[KeyT, StreamIdT] = {self.reply_stream: self._results.cursor}
-            self._results.absorb(await self._redis.xread(streams, count=READ_COUNT, block=block_ms))
+            got = self._results.absorb(await self._redis.xread(streams, count=READ_COUNT, block=block_ms))
+            if not got and block_ms is None:
+                break
         return self._results.take(ids)
 
     async def result(self, task_id: str, timeout_s: float) -> TaskResultMessage:
