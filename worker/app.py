@@ -1,0 +1,179 @@
+"""The Celery side of the worker: the app, its two tasks, and a consumer that runs WorkerRuntime.
+
+Producers keep Celery's usual `send_task("inferq.triage", kwargs={"request": {...}})`; the
+broker is the `inferq` Redis Streams transport (`worker.transport`). A Celery worker started
+from this app does not consume through kombu: its consumer blueprint replaces the default
+`Tasks` step (and the event loop, gossip, mingle, heartbeat and remote control, which need
+broadcast exchanges the lane streams do not carry) with one step that runs `WorkerRuntime`:
+atomic batch fetch, dynamic batching, one inference thread, exactly-once results. Celery's
+warm shutdown (SIGTERM) reaches that step, which runs the runtime's graceful drain.
+
+Run it with `inferq worker`, `python -m worker.app`, or `worker.app.run_worker(settings)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Sequence
+from typing import Any, Final
+
+from celery import Celery, bootsteps
+from celery.exceptions import WorkerShutdown
+from celery.worker.consumer import Consumer
+from celery.worker.state import maybe_shutdown
+
+from contracts import parse_request
+from worker import logging as inferq_logging
+from worker.config import Settings
+from worker.constants import DEFAULT_LANE, TASK_FRAUD, TASK_NAMES, TASK_TRIAGE
+from worker.models import KindModel, load_models
+from worker.runtime import WorkerRuntime, default_name
+from worker.transport import TRANSPORT_PATH
+
+# How often the consumer step looks at Celery's shutdown flags while the runtime works.
+SHUTDOWN_POLL_S: Final = 0.2
+
+app = Celery("inferq", set_as_current=False)
+app.conf.update(
+    broker_transport=TRANSPORT_PATH,
+    task_serializer="json",
+    accept_content=["json"],
+    result_accept_content=["json"],
+    task_protocol=2,
+    task_ignore_result=True,
+    result_backend=None,
+    task_create_missing_queues=True,
+    task_routes={name: {"queue": DEFAULT_LANE[kind]} for kind, name in TASK_NAMES.items()},
+    worker_consumer="worker.app:StreamConsumer",
+    worker_pool="solo",
+    worker_enable_remote_control=False,
+    worker_send_task_events=False,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+
+_settings: Settings | None = None
+
+
+def current_settings() -> Settings:
+    """The settings `run_worker` was given, else the environment's."""
+    return _settings if _settings is not None else Settings()
+
+
+@functools.cache
+def _local_model(kind: str) -> KindModel:
+    settings = current_settings().model_copy(update={"kinds": [kind]})
+    return load_models(settings)[kind]
+
+
+def compute_one(kind: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Run one request in this process, unbatched: what `task.apply()` and eager mode do."""
+    model = _local_model(kind)
+    prepared = model.prepare(parse_request(kind, request))
+    return model.to_result(model.run([prepared])[0]).model_dump(mode="json")
+
+
+def triage(request: dict[str, Any]) -> dict[str, Any]:
+    """Triage one note; a worker runs these batched through WorkerRuntime, not this body."""
+    return compute_one("triage", request)
+
+
+def fraud(request: dict[str, Any]) -> dict[str, Any]:
+    """Score one transaction; a worker runs these batched through WorkerRuntime, not this body."""
+    return compute_one("fraud", request)
+
+
+# Celery task objects (`.delay`, `.apply`); registered under the wire contract's task names.
+triage_task: Any = app.task(name=TASK_TRIAGE)(triage)
+fraud_task: Any = app.task(name=TASK_FRAUD)(fraud)
+
+
+class RuntimeStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Consumer step that runs WorkerRuntime until Celery shuts the worker down."""
+
+    label = "inferq runtime"
+    last = True
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        c.inferq_runtime = None
+        super().__init__(c, **kwargs)
+
+    def start(self, c: Any) -> None:
+        settings = current_settings()
+        runtime = WorkerRuntime(settings, name=_runtime_name(c.hostname))
+        c.inferq_runtime = runtime
+        runtime.start()
+        c.on_ready()
+        try:
+            self._watch(runtime)
+        finally:
+            runtime.stop()
+
+    @staticmethod
+    def _watch(runtime: WorkerRuntime) -> None:
+        """Return only by raising Celery's shutdown exceptions (SIGTERM, SIGINT) or a crash exit."""
+        while not runtime.wait(SHUTDOWN_POLL_S):
+            maybe_shutdown()
+            if not runtime.alive():
+                raise WorkerShutdown(1)
+        raise WorkerShutdown(0)
+
+    def stop(self, c: Any) -> None:
+        if c.inferq_runtime is not None:
+            c.inferq_runtime.stop()
+
+    shutdown = stop
+
+
+class StreamConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer with one step: the inferq runtime, which owns fetching and acking."""
+
+    class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
+        name = "InferqConsumer"
+        default_steps = ["worker.app:RuntimeStep"]
+
+
+def _runtime_name(celery_hostname: str) -> str:
+    """Consumer name in the lanes' group: the Celery node name after `@`, unique per process."""
+    node = celery_hostname.split("@", 1)[-1] if celery_hostname else ""
+    return node or default_name()
+
+
+def worker_argv(settings: Settings, name: str | None, loglevel: str) -> list[str]:
+    """The `celery worker` command line run_worker uses."""
+    node = name or default_name()
+    argv = ["worker", f"--loglevel={loglevel}", "--pool=solo", "--concurrency=1"]
+    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", f"--hostname=inferq@{node}"]
+    argv += [f"--queues={','.join(settings.lanes)}"]
+    return argv
+
+
+def run_worker(settings: Settings, name: str | None = None, loglevel: str | None = None) -> int:
+    """Run a Celery worker that serves `settings.kinds` on `settings.lanes`; returns the exit code.
+
+    `settings.redis_url` must be set (the CLI resolves the embedded default first). Blocks until
+    SIGTERM/SIGINT, then drains within `settings.drain_timeout_s`.
+    """
+    global _settings
+    if not settings.redis_url:
+        raise ValueError("run_worker needs settings.redis_url; `inferq worker` resolves the embedded default")
+    _settings = settings
+    inferq_logging.configure(settings.log_level, settings.log_json)
+    app.conf.broker_url = settings.redis_url
+    code = app.start(argv=worker_argv(settings, name, loglevel or settings.log_level))
+    return int(code or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m worker.app [name]`: settings from `INFERQ_*`, the embedded Valkey when no URL."""
+    from worker.cli import redis_url_for
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    settings = Settings()
+    settings = settings.model_copy(update={"redis_url": redis_url_for(settings)})
+    return run_worker(settings, name=args[0] if args else None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
