@@ -155,8 +155,10 @@ class Vitals(BaseModel):
     resp_rate: int | None = Field(None, ge=2, le=80, description="breaths per minute")
     # Pulse oximeters are not calibrated below ~70%; under 50 a reading is an artefact.
     spo2: float | None = Field(None, ge=50, le=100, allow_inf_nan=False, description="percent")
-    # 30-45 °C spans what a triage thermometer reads and refuses Fahrenheit sent as Celsius.
-    temperature_c: float | None = Field(None, ge=30, le=45, allow_inf_nan=False)
+    # 20-45 °C: severe accidental hypothermia (drowning, avalanche) is measured well below 30 °C
+    # and is exactly the ESI 1 patient who must not be refused; above 45 °C, or a Fahrenheit
+    # reading sent as Celsius, is not a living patient's temperature.
+    temperature_c: float | None = Field(None, ge=20, le=45, allow_inf_nan=False)
     systolic_bp: int | None = Field(None, ge=40, le=300, description="mmHg")
     diastolic_bp: int | None = Field(None, ge=20, le=200, description="mmHg, below systolic")
     pain: int | None = Field(None, ge=0, le=10, description="0-10 numeric rating scale")

@@ -180,6 +180,7 @@ REFUSALS = [
     ("triage", {"vitals.spo2": 101}, E.VITAL_OUT_OF_RANGE, "vitals.spo2"),
     ("triage", {"vitals.spo2": 49.5}, E.VITAL_OUT_OF_RANGE, "vitals.spo2"),
     ("triage", {"vitals.temperature_c": 101.3}, E.VITAL_OUT_OF_RANGE, "vitals.temperature_c"),
+    ("triage", {"vitals.temperature_c": 19.5}, E.VITAL_OUT_OF_RANGE, "vitals.temperature_c"),
     ("triage", {"vitals.temperature_c": float("inf")}, E.NON_FINITE, "vitals.temperature_c"),
     ("triage", {"vitals.systolic_bp": 30}, E.VITAL_OUT_OF_RANGE, "vitals.systolic_bp"),
     ("triage", {"vitals.diastolic_bp": 118}, E.VITAL_OUT_OF_RANGE, "vitals.diastolic_bp"),
