@@ -13,6 +13,7 @@ Run it with `inferq worker`, `python -m worker.app`, or `worker.app.run_worker(s
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Sequence
@@ -166,13 +167,19 @@ def run_worker(settings: Settings, name: str | None = None, loglevel: str | None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m worker.app [name]`: settings from `INFERQ_*`, the embedded Valkey when no URL."""
+    """`python -m worker.app [--name N] [--loglevel L]`: settings from `INFERQ_*` variables.
+
+    Without `INFERQ_REDIS_URL` it starts (or reuses) the embedded Valkey, as `inferq worker` does.
+    """
     from worker.cli import redis_url_for
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m worker.app", description="Run an inferq worker.")
+    parser.add_argument("--name", help="consumer name in the lanes' group; unique per process")
+    parser.add_argument("--loglevel", help="default: INFERQ_LOG_LEVEL")
+    args = parser.parse_args(argv)
     settings = Settings()
     settings = settings.model_copy(update={"redis_url": redis_url_for(settings)})
-    return run_worker(settings, name=args[0] if args else None)
+    return run_worker(settings, name=args.name, loglevel=args.loglevel)
 
 
 if __name__ == "__main__":
