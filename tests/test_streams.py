@@ -311,3 +311,22 @@ def test_fetch_refuses_unknown_lane(ingress: Ingress) -> None:
     with pytest.raises(UnknownLane):
         ingress.fetch(["realtime", "elsewhere"], 10, None)
     assert ingress.fetch([], 10, None) == []
+
+
+def test_touch_keeps_live_work_from_being_claimed(client: redis.Redis, ingress: Ingress) -> None:
+    # Wider windows than the other tests: they must hold on a busy machine.
+    patient = Settings(redis_url=None, claim_idle_ms=300)
+    _submit(client, "realtime", "t1")
+    _submit(client, "batch", "t2")
+    held = ingress.fetch(["realtime", "batch"], 10, None)
+    other = Ingress(client, "worker-b", patient)
+    time.sleep(0.2)
+    assert ingress.touch(held) == 2
+    time.sleep(0.15)  # 350 ms since the fetch, 150 ms since the touch
+    assert other.claim_stale(10) == []
+    time.sleep(0.2)
+    assert {d.task_id for d in other.claim_stale(10)} == {"t1", "t2"}
+    # Once taken over, the first worker's touch neither steals the tasks back nor counts them.
+    assert ingress.touch(held) == 0
+    pending = client.xpending_range(queue_stream("realtime"), CONSUMER_GROUP, "-", "+", 10)
+    assert pending[0]["consumer"] == "worker-b" and pending[0]["times_delivered"] == 2

@@ -90,3 +90,20 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return copy
 """
+
+# KEYS: lane stream
+# ARGV: group, consumer, then entry ids
+# Returns how many of the ids this consumer still held; their idle time restarts at zero, so no
+# other worker takes them over while they wait in this worker's batches. Ids another consumer
+# has claimed in the meantime stay with it, and delivery counts do not change (JUSTID).
+TOUCH: Final = """
+local kept = 0
+for i = 3, #ARGV do
+  local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if held[1] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    kept = kept + 1
+  end
+end
+return kept
+"""

@@ -292,6 +292,7 @@ class Ingress:
         self.consumer_name = consumer_name
         self._settings = settings
         self._claim_cursor: dict[str, str] = {}
+        self._touch: Script = client.register_script(scripts.TOUCH)
 
     def ensure_groups(self, lanes: Iterable[str] | None = None) -> None:
         """Create the consumer group on each lane stream (and the stream) unless it exists."""
@@ -333,6 +334,23 @@ class Ingress:
             for entry_id, fields in by_stream.get(queue_stream(lane), []):
                 found.append(decode_entry(lane, entry_id, fields or {}, 1))
         return found
+
+    def touch(self, deliveries: Sequence[Delivery]) -> int:
+        """Restart the idle clock of tasks this worker still holds (one round trip).
+
+        A worker whose tasks wait in its own batches for a long time calls this well within
+        `claim_idle_ms`, so that live work is not taken over. Returns how many it still held.
+        """
+        by_lane: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            by_lane.setdefault(delivery.lane, []).append(delivery.entry_id)
+        if not by_lane:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for lane, entry_ids in by_lane.items():
+            self._touch(keys=[queue_stream(lane)], args=[CONSUMER_GROUP, self.consumer_name, *entry_ids],
+                        client=pipe)
+        return sum(int(kept) for kept in pipe.execute())
 
     def claim_stale(self, count: int, lanes: Sequence[str] | None = None) -> list[Delivery]:
         """Take over entries idle for `claim_idle_ms` in other consumers' hands (XAUTOCLAIM).
