@@ -41,7 +41,7 @@ FRAUD_REQUEST = {"tenant": "acme"}  # decoding does not validate the contract; t
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(redis_url=None, claim_idle_ms=100, max_deliveries=2)
+    return Settings(redis_url=None, claim_idle_ms=200, max_deliveries=2)
 
 
 @pytest.fixture
@@ -113,10 +113,10 @@ def test_claim_after_idle_counts_deliveries(
     ingress.fetch(["realtime"], 10, None)
     other = Ingress(client, "worker-b", settings)
     assert other.claim_stale(10) == []  # not idle long enough yet
-    time.sleep(0.15)
+    time.sleep(0.25)
     [claimed] = other.claim_stale(10)
     assert (claimed.task_id, claimed.deliveries) == ("t1", 2)
-    time.sleep(0.15)
+    time.sleep(0.25)
     [again] = Ingress(client, "worker-c", settings).claim_stale(10)
     assert again.deliveries == 3
     pending = client.xpending_range(queue_stream("realtime"), CONSUMER_GROUP, "-", "+", 10)
@@ -127,7 +127,7 @@ def test_claim_acks_away_deleted_entries(client: redis.Redis, settings: Settings
     entry_id = _submit(client, "batch", "t1")
     ingress.fetch(["batch"], 10, None)
     client.xdel(queue_stream("batch"), entry_id)
-    time.sleep(0.15)
+    time.sleep(0.25)
     assert Ingress(client, "worker-b", settings).claim_stale(10) == []
     assert client.xpending(queue_stream("batch"), CONSUMER_GROUP)["pending"] == 0
 
@@ -177,7 +177,7 @@ def test_deadletter_keeps_raw_and_answers_once(
     fields = raw_fields("inferq.fraud", "poison", json.dumps({"tenant": "acme", "reply_to": reply_to}))
     enqueue(client, "realtime", fields, 10)
     ingress.fetch(["realtime"], 10, None)
-    time.sleep(0.15)
+    time.sleep(0.25)
     [delivery] = Ingress(client, "worker-b", settings).claim_stale(10)
     assert publisher.deadletter(delivery, ErrorCode.MODEL_ERROR, "forward pass crashed") is True
     [(_, dead)] = client.xrange(DEADLETTER_STREAM)
