@@ -61,6 +61,8 @@ ResultMessage = TaskResultMessage | str
 
 def connect(url: str) -> redis.Redis:
     """A client the stream primitives accept: replies decoded to str, reads may block for seconds."""
+    # A connection idle for 30 s is pinged before use: a proxy or server that dropped it
+    # quietly costs a reconnect, not a failed command.
     return redis.Redis.from_url(
         url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S, health_check_interval=30
     )
@@ -604,7 +606,11 @@ def enqueue_call(entries: Sequence[tuple[str, Mapping[str, str]]], limits: Mappi
 def enqueue_many(
     client: redis.Redis, entries: Sequence[tuple[str, Mapping[str, str]]], limits: Mapping[str, int]
 ) -> list[str]:
-    """Add all `entries` ((lane, fields) pairs) atomically, or none with Overloaded if a lane is full."""
+    """Add all `entries` ((lane, fields) pairs) atomically, or none with Overloaded if a lane is full.
+
+    The fields go in as given: callers validate requests first (the client against the whole
+    contract, the Celery transport with `check_reply_to`).
+    """
     if not entries:
         return []
     call = enqueue_call(entries, limits)
