@@ -234,9 +234,7 @@ def _profile(rng: np.random.Generator, index: int) -> _Profile:
     home = str(rng.choice(HOME_COUNTRIES, p=np.asarray(HOME_WEIGHTS) / sum(HOME_WEIGHTS)))
     wealth = rng.lognormal(0.0, 0.5)
     mcc_p = rng.dirichlet(np.asarray(MCC_WEIGHTS) * 15.0)
-    favourites = {
-        m: rng.choice(MERCHANTS_PER_POOL, size=int(rng.integers(2, 8)), replace=False) for m in LEGIT_MCCS
-    }
+    favourites = {m: rng.choice(MERCHANTS_PER_POOL, size=int(rng.integers(2, 8)), replace=False) for m in LEGIT_MCCS}
     kind = rng.random()
     # Homebodies, occasional travellers and frequent travellers: a foreign purchase means
     # different things for each.
@@ -245,9 +243,7 @@ def _profile(rng: np.random.Generator, index: int) -> _Profile:
         home=home,
         rate_per_day=float(rng.lognormal(np.log(2.5), 0.6)),
         mcc_p=mcc_p,
-        scale=np.asarray([MEDIAN_AMOUNT[m] for m in LEGIT_MCCS])
-        * wealth
-        * rng.lognormal(0, 0.3, len(LEGIT_MCCS)),
+        scale=np.asarray([MEDIAN_AMOUNT[m] for m in LEGIT_MCCS]) * wealth * rng.lognormal(0, 0.3, len(LEGIT_MCCS)),
         peak_hour=float(rng.uniform(8, 21)),
         hour_sd=float(rng.uniform(1.5, 4.0)),
         favourites=favourites,
@@ -436,9 +432,7 @@ def _shopping(rng, profile, country: str, count: int, t: float, span: float) -> 
     out = []
     for ts in times:
         m = str(rng.choice(["5411", "5812", "5999", "5311", "5541"]))
-        out.append(
-            _event(rng, country, m, "contactless", _typical(profile, m) * rng.lognormal(0, 0.5), float(ts))
-        )
+        out.append(_event(rng, country, m, "contactless", _typical(profile, m) * rng.lognormal(0, 0.5), float(ts)))
     return out
 
 
@@ -458,9 +452,7 @@ def _legit_small_charges(rng, profile, n, world):
     store = merchant_id(home, "5815", int(rng.integers(MERCHANTS_PER_POOL)))
     device = profile.devices[-1][0]
     charges = [
-        _event(
-            rng, home, "5815", "ecommerce", float(rng.choice([0.99, 1.49, 1.99])), t - float(s), store, device
-        )
+        _event(rng, home, "5815", "ecommerce", float(rng.choice([0.99, 1.49, 1.99])), t - float(s), store, device)
         for s in np.sort(rng.uniform(60, 1800, count))[::-1]
     ]
     stream.append(charges)
@@ -469,13 +461,13 @@ def _legit_small_charges(rng, profile, n, world):
 
 
 def _visit(rng, profile, stream: _Stream, world: _World, t: float) -> None:
-    """Turn one event 2-60 days before t into a card-present visit to a compromised merchant."""
+    """Turn one event 2-30 days before t into a card-present visit to a compromised merchant."""
     if not len(stream):
         return
     home = _home_at(profile, [t])[0]
     merchant = str(rng.choice(world.compromised[home]))
     country, mcc = merchant.split("-")[0], merchant.split("-")[1]
-    when = t - float(rng.uniform(2, 60)) * DAY
+    when = t - float(rng.uniform(2, 30)) * DAY
     i = int(np.argmin(np.abs(stream.ts - when)))
     stream.mcc[i], stream.channel[i], stream.country[i] = mcc, "card_present", country
     stream.merchant[i], stream.device[i] = merchant, None
@@ -518,9 +510,7 @@ def _card_testing(rng, profile, n, world):
     for s in np.sort(end - rng.uniform(0, float(rng.uniform(2, 20)) * 60, count)):
         country = str(rng.choice(TRAVEL_COUNTRIES + FRAUD_COUNTRIES))
         m = str(rng.choice(["5999", "5815", "4899", "5311"]))
-        tests.append(
-            _event(rng, country, m, "ecommerce", float(rng.uniform(0.1, 1.99)), float(s), device=device)
-        )
+        tests.append(_event(rng, country, m, "ecommerce", float(rng.uniform(0.1, 1.99)), float(s), device=device))
     stream.append(tests)
     m = str(rng.choice(["5732", "5999", "5311"]))
     txn = _event(
@@ -566,14 +556,10 @@ def _velocity(rng, profile, n, world):
     for s in np.sort(rng.uniform(60, float(rng.uniform(30, 120)) * 60, count))[::-1]:
         m = str(rng.choice(["5999", "5311", "5732", "5411", "6011"]))
         channel = "atm" if m == "6011" else "card_present"
-        burst.append(
-            _event(rng, home, m, channel, _typical(profile, m) * float(rng.uniform(0.5, 3)), t - float(s))
-        )
+        burst.append(_event(rng, home, m, channel, _typical(profile, m) * float(rng.uniform(0.5, 3)), t - float(s)))
     stream.append(burst)
     m = str(rng.choice(["5999", "5311", "5732"]))
-    return stream.events(), _event(
-        rng, home, m, "card_present", _typical(profile, m) * float(rng.uniform(0.5, 3)), t
-    )
+    return stream.events(), _event(rng, home, m, "card_present", _typical(profile, m) * float(rng.uniform(0.5, 3)), t)
 
 
 def _geo_impossible(rng, profile, n, world):

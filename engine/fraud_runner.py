@@ -1,0 +1,153 @@
+"""Serving the fraud model: prepare one FraudInput, score a batch of them.
+
+The worker calls `prepare` off the inference thread (featurisation and reason codes, CPU only) and
+`run` on a batch; `n_tokens` counts events, so the worker's token budget bounds padded events.
+Inside `run` a batch is cut again into length-sorted sub-batches under the runner's own token
+budget, so one 4,096-event history does not pad a hundred short ones to its length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from engine.device import pick_device
+from engine.errors import ModelLoadError, PrecisionUnavailable
+from engine.fraud_features import Event, EventFeatures, FraudInput, featurize
+from engine.fraud_model import FraudModelConfig, FraudTransformer, collate, padded_length
+
+# Padded events per forward pass: a 4,096-event history plus a few short ones, about 100 MiB
+# of activations for the shipped 64-wide model.
+DEFAULT_TOKEN_BUDGET = 16384
+# Short realtime inputs: more per pass stops paying off on the CPU.
+DEFAULT_MAX_BATCH = 64
+
+
+@dataclass(slots=True)
+class PreparedFraud:
+    """One featurised input; `n_tokens` is its cost under a token budget (events, transaction included)."""
+
+    features: EventFeatures
+
+    @property
+    def n_tokens(self) -> int:
+        return self.features.n_events
+
+
+@dataclass(slots=True)
+class FraudPrediction:
+    score: float  # fraud probability in [0, 1]
+    reasons: list[str]  # engine.fraud_features.REASON_CODES that fired, strongest pattern first
+
+
+class FraudRunner:
+    """The fraud model behind the engine runner API: name, version, prepare, run, warmup."""
+
+    def __init__(
+        self,
+        model: FraudTransformer,
+        thresholds: dict[str, float],
+        version: str,
+        device: torch.device,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        max_batch_size: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self.model = model.eval()
+        self.thresholds = thresholds
+        self.name = f"fraud-{model.cfg.attention}-transformer"
+        self.version = version
+        self.device = device
+        self.precision = "fp32"
+        self.token_budget = token_budget
+        self.max_batch_size = max_batch_size
+
+    def prepare(self, item: FraudInput) -> PreparedFraud:
+        """Featurise one input; raises engine.errors.InputError for one the model cannot take."""
+        return PreparedFraud(featurize(item))
+
+    def run(self, batch: list[PreparedFraud]) -> list[FraudPrediction]:
+        """One prediction per prepared input, in input order."""
+        out: list[FraudPrediction | None] = [None] * len(batch)
+        for idx in self._plan(batch):
+            scores = self._score([batch[i].features for i in idx])
+            for i, score in zip(idx, scores, strict=True):
+                out[i] = FraudPrediction(score, list(batch[i].features.reasons))
+        return [p for p in out if p is not None]
+
+    def warmup(self) -> None:
+        """One forward pass per code path (a single block and several blocks) before serving."""
+        t = 1.7e9
+        history = [Event(20.0 + i, "EUR", "5411", "contactless", "DE", t + 3600.0 * i, "m", None) for i in range(100)]
+        txn = Event(35.0, "EUR", "5812", "contactless", "DE", t + 3600.0 * 101, "n", None)
+        self.run([self.prepare(FraudInput(history, txn)), self.prepare(FraudInput(history[:5], txn))])
+
+    def _plan(self, batch: list[PreparedFraud]) -> list[list[int]]:
+        """Length-sorted sub-batches whose padded events (longest x count) fit the token budget."""
+        block = self.model.cfg.block_size
+        order = sorted(range(len(batch)), key=lambda i: batch[i].n_tokens)
+        plans: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            padded = padded_length(batch[i].n_tokens, block) * (len(current) + 1)
+            if current and (padded > self.token_budget or len(current) >= self.max_batch_size):
+                plans.append(current)
+                current = []
+            current.append(i)
+        return plans + ([current] if current else [])
+
+    @torch.inference_mode()
+    def _score(self, features: list[EventFeatures]) -> list[float]:
+        cat, num, mask = collate([(f.cat, f.num) for f in features], self.model.cfg.block_size)
+        logits = self.model(cat.to(self.device), num.to(self.device), mask.to(self.device))  # (B,)
+        return torch.sigmoid(logits.float()).cpu().tolist()
+
+
+def load_fraud(model_dir: str | Path, device: str = "auto", precision: str = "auto") -> FraudRunner:
+    """The fraud runner from a directory with config.json, model.safetensors and thresholds.json."""
+    model_dir = Path(model_dir)
+    if precision not in ("auto", "fp32"):
+        raise PrecisionUnavailable(f"the fraud model has passed its accuracy gate in fp32 only, not {precision!r}")
+    torch_device = pick_device(device)
+    cfg = _read_config(model_dir)
+    model = _load_weights(cfg, model_dir / "model.safetensors", torch_device)
+    thresholds = _read_thresholds(model_dir / "thresholds.json")
+    return FraudRunner(model, thresholds, _version(model_dir / "model.safetensors"), torch_device)
+
+
+def _read_config(model_dir: Path) -> FraudModelConfig:
+    try:
+        return FraudModelConfig.from_json(model_dir / "config.json")
+    except (OSError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read the fraud model config in {model_dir}: {exc}") from exc
+
+
+def _load_weights(cfg: FraudModelConfig, path: Path, device: torch.device) -> FraudTransformer:
+    with torch.device("meta"):
+        model = FraudTransformer(cfg)
+    try:
+        state = load_file(str(path), device=str(device))
+        model.load_state_dict(state, strict=True, assign=True)
+    except (OSError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load fraud weights from {path}: {exc}") from exc
+    return model.eval()
+
+
+def _read_thresholds(path: Path) -> dict[str, float]:
+    try:
+        raw = json.loads(path.read_text())
+        return {"review": float(raw["review"]), "decline": float(raw["decline"])}
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read fraud thresholds from {path}: {exc}") from exc
+
+
+def _version(weights: Path) -> str:
+    """The first 12 hex digits of the weights' SHA-256: changes exactly when the weights do."""
+    try:
+        return hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read fraud weights {weights}: {exc}") from exc
