@@ -127,13 +127,11 @@ class WorkerRuntime:
         self._client = client if client is not None else connect(str(settings.redis_url))
         self._ingress = Ingress(self._client, self.name, settings)
         self._publisher = Publisher(self._client, settings)
-        self._scheduler: LaneScheduler[Job] = LaneScheduler.from_settings(
-            settings, self._models or settings.kinds
-        )
+        self._scheduler: LaneScheduler[Job] = LaneScheduler.from_settings(settings, self._models or settings.kinds)
         self._wake = threading.Condition()
         self._fetched: queue.Queue[list[Delivery]] = queue.Queue(maxsize=4)
         self._outcomes: queue.Queue[Outcome | None] = queue.Queue()
-        self._held: dict[str, int] = {lane: 0 for lane in LANES}
+        self._holding: dict[str, dict[str, Delivery]] = {lane: {} for lane in LANES}
         self._room = threading.Condition()
         self._stop_fetch = threading.Event()
         self._stop_prepare = threading.Event()
@@ -275,9 +273,8 @@ class WorkerRuntime:
             try:
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + claim_every_s
-                    self._route(
-                        self._ingress.claim_stale(self.settings.fetch_count, self.settings.lanes), True
-                    )
+                    self._touch_held()
+                    self._route(self._ingress.claim_stale(self.settings.fetch_count, self.settings.lanes), True)
                 self._fetch_once()
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + HEARTBEAT_S
@@ -285,6 +282,13 @@ class WorkerRuntime:
             except redis.RedisError as exc:
                 log.warning("fetch.redis_error", error=type(exc).__name__)
                 self._stop_fetch.wait(REDIS_RETRY_S)
+
+    def _touch_held(self) -> None:
+        """Restart the idle clock of every task held here, so no peer takes over live work."""
+        with self._room:
+            held = [d for lane in self._holding.values() for d in lane.values()]
+        if held:
+            self._ingress.touch(held)
 
     def _fetch_once(self) -> None:
         lanes, count = self._room_to_fetch()
@@ -305,7 +309,7 @@ class WorkerRuntime:
     def _room_to_fetch(self) -> tuple[list[str], int]:
         with self._room:
             room: dict[str, int] = {
-                lane: self.held_limit(lane) - self._held[lane] for lane in self.settings.lanes
+                lane: self.held_limit(lane) - len(self._holding[lane]) for lane in self.settings.lanes
             }
         lanes: list[str] = [lane for lane in LANES if room.get(lane, 0) > 0]
         count = min([self.settings.fetch_count, *(room[lane] for lane in lanes)])
@@ -316,8 +320,8 @@ class WorkerRuntime:
             return
         with self._room:
             for delivery in deliveries:
-                self._held[delivery.lane] += 1
-                metrics.HELD.labels(delivery.lane).set(self._held[delivery.lane])
+                self._holding[delivery.lane][delivery.entry_id] = delivery
+            self._count_held()
         if claimed:
             metrics.CLAIMED.inc(len(deliveries))
         fresh = []
@@ -394,9 +398,7 @@ class WorkerRuntime:
             self._outcomes.put(DeadLetter(delivery, code, delivery.decode_error or "no task id or kind"))
             return
         if delivery.decode_error is not None:
-            error = ContractError.single(
-                delivery.decode_code or ErrorCode.MALFORMED, "request", delivery.decode_error
-            )
+            error = ContractError.single(delivery.decode_code or ErrorCode.MALFORMED, "request", delivery.decode_error)
             self._answer_invalid(delivery, kind, stream, error)
             return
         if kind not in self._models:
@@ -420,9 +422,7 @@ class WorkerRuntime:
         try:
             prepared = self._models[kind].prepare(request)
         except InputError as exc:
-            self._answer_failed(
-                delivery, kind, stream, ErrorCode.MODEL_ERROR, f"model refused the input: {exc}"
-            )
+            self._answer_failed(delivery, kind, stream, ErrorCode.MODEL_ERROR, f"model refused the input: {exc}")
             return
         job = Job(delivery, kind, request, prepared, stream, task_id)
         with self._wake:
@@ -522,9 +522,7 @@ class WorkerRuntime:
         message = self._message(model, job, output, timings, int(finished))
         self._outcomes.put(Answer(job.delivery, message, job.stream))
 
-    def _message(
-        self, model: KindModel, job: Job, output: Any, timings: Timings, finished: int
-    ) -> TaskResultMessage:
+    def _message(self, model: KindModel, job: Job, output: Any, timings: Timings, finished: int) -> TaskResultMessage:
         if isinstance(output, BaseException):
             return TaskResultMessage.failed(
                 job.task_id,
@@ -548,22 +546,16 @@ class WorkerRuntime:
                 finished_at=finished,
                 model=model.model_id,
             )
-        return TaskResultMessage.ok(
-            job.task_id, result, model=model.model_id, timings=timings, finished_at=finished
-        )
+        return TaskResultMessage.ok(job.task_id, result, model=model.model_id, timings=timings, finished_at=finished)
 
     @staticmethod
-    def _observe_batch(
-        kind: str, lane: str, jobs: Sequence[Job], started_ms: float, compute_ms: float
-    ) -> None:
+    def _observe_batch(kind: str, lane: str, jobs: Sequence[Job], started_ms: float, compute_ms: float) -> None:
         metrics.BATCH_SIZE.labels(kind, lane).observe(len(jobs))
         longest = max(job.prepared.n_tokens for job in jobs)
         metrics.BATCH_TOKENS.labels(kind, lane).observe(longest * len(jobs))
         metrics.COMPUTE.labels(kind, lane).observe(compute_ms / 1000.0)
         for job in jobs:
-            metrics.QUEUE_WAIT.labels(kind, lane).observe(
-                max(0.0, started_ms - job.delivery.enqueued_ms) / 1000.0
-            )
+            metrics.QUEUE_WAIT.labels(kind, lane).observe(max(0.0, started_ms - job.delivery.enqueued_ms) / 1000.0)
 
     # -- publisher ----------------------------------------------------------------------------
 
@@ -641,9 +633,13 @@ class WorkerRuntime:
     def _release(self, deliveries: Sequence[Delivery]) -> None:
         with self._room:
             for delivery in deliveries:
-                self._held[delivery.lane] -= 1
-                metrics.HELD.labels(delivery.lane).set(self._held[delivery.lane])
+                self._holding[delivery.lane].pop(delivery.entry_id, None)
+            self._count_held()
             self._room.notify_all()
+
+    def _count_held(self) -> None:
+        for lane, held in self._holding.items():
+            metrics.HELD.labels(lane).set(len(held))
 
 
 def _lane(delivery: Delivery) -> Lane:
