@@ -59,6 +59,14 @@ def _padding_mask(mask: Tensor | None, batch: int, length: int, device: torch.de
     return mask.to(device=device, dtype=torch.bool)
 
 
+def _pad_to(x: Tensor, real: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """Pad x (B, L, D) and real (B, L) at the end up to `length` with padding tokens."""
+    extra = length - x.shape[1]
+    if extra == 0:
+        return x, real
+    return F.pad(x, (0, 0, 0, extra)), F.pad(real, (0, extra), value=False)
+
+
 def _never_empty(allowed: Tensor) -> Tensor:
     """Let rows with no allowed key see every key, so SDPA never returns NaN for them.
 
@@ -82,10 +90,8 @@ class DynamicSparseAttention(nn.Module):
         """x (B, L, D), mask (B, L) bool True for real tokens -> (B, L, D)."""
         B, L, D = x.shape
         bs, nh, hs = self.cfg.block_size, self.cfg.n_heads, self.cfg.head_dim
-        nb = -(-L // bs)
-        Lp = nb * bs
-        real = F.pad(_padding_mask(mask, B, L, x.device), (0, Lp - L), value=False)  # (B, Lp)
-        xp = F.pad(x, (0, 0, 0, Lp - L))  # (B, Lp, D)
+        Lp = -(-L // bs) * bs
+        xp, real = _pad_to(x, _padding_mask(mask, B, L, x.device), Lp)  # (B, Lp, D), (B, Lp)
         qkv = self.qkv(xp).view(B, Lp, 3, nh, hs)  # (B, Lp, 3, nh, hs)
 
         idx, weight, slot_real = self._select_globals(xp, real)
