@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from contracts import FraudRequest, FraudResult, TriageRequest, TriageResult
+from contracts import FraudRequest, FraudResult, ReasonCode, TriageRequest, TriageResult
 from contracts.requests import Kind, Request, TransactionEvent
 from engine.fraud_features import Event, FraudInput
 from engine.triage_input import TriageInput, format_triage_text
@@ -106,8 +106,7 @@ class FraudModel(KindModel):
         super().__init__(runner)
         if not 0.0 <= review_threshold <= decline_threshold <= 1.0:
             raise ConfigurationError(
-                f"fraud thresholds need 0 <= review ({review_threshold}) <= decline ({decline_threshold})"
-                " <= 1"
+                f"fraud thresholds need 0 <= review ({review_threshold}) <= decline ({decline_threshold}) <= 1"
             )
         self.review_threshold = review_threshold
         self.decline_threshold = decline_threshold
@@ -118,7 +117,7 @@ class FraudModel(KindModel):
 
     def to_result(self, output: Any) -> FraudResult:
         score = float(output.score)
-        return FraudResult(score=score, decision=self.decide(score), reasons=list(output.reasons))
+        return FraudResult(score=score, decision=self.decide(score), reasons=reason_codes(output.reasons))
 
     def decide(self, score: float) -> Decision:
         if score >= self.decline_threshold:
@@ -126,6 +125,16 @@ class FraudModel(KindModel):
         if score >= self.review_threshold:
             return "review"
         return "approve"
+
+
+def reason_codes(engine_reasons: Sequence[str]) -> list[ReasonCode]:
+    """Contract reason codes for the engine's, in the engine's order (strongest first).
+
+    A reason the contract does not define is left out: it cannot be sent, and the score and
+    decision stand without it.
+    """
+    known = {code.value for code in ReasonCode}
+    return [ReasonCode(name) for name in engine_reasons if name in known]
 
 
 def triage_input(request: TriageRequest) -> TriageInput:
