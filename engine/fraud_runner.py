@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from engine.batching import plan_batches
 from engine.device import pick_device
 from engine.errors import ModelLoadError, PrecisionUnavailable
 from engine.fraud_features import Event, EventFeatures, FraudInput, featurize
@@ -88,17 +89,8 @@ class FraudRunner:
 
     def _plan(self, batch: list[PreparedFraud]) -> list[list[int]]:
         """Length-sorted sub-batches whose padded events (longest x count) fit the token budget."""
-        block = self.model.cfg.block_size
-        order = sorted(range(len(batch)), key=lambda i: batch[i].n_tokens)
-        plans: list[list[int]] = []
-        current: list[int] = []
-        for i in order:
-            padded = padded_length(batch[i].n_tokens, block) * (len(current) + 1)
-            if current and (padded > self.token_budget or len(current) >= self.max_batch_size):
-                plans.append(current)
-                current = []
-            current.append(i)
-        return plans + ([current] if current else [])
+        padded = [padded_length(p.n_tokens, self.model.cfg.block_size) for p in batch]
+        return plan_batches(padded, self.token_budget, self.max_batch_size)
 
     @torch.inference_mode()
     def _score(self, features: list[EventFeatures]) -> list[float]:
