@@ -33,6 +33,7 @@ from worker.constants import (
     queue_stream,
     results_stream,
 )
+from worker.errors import ConfigurationError
 from worker.models import FraudModel, KindModel, TriageModel
 from worker.runtime import WorkerRuntime
 from worker.streams import enqueue, raw_fields
@@ -346,3 +347,38 @@ def test_logs_bind_task_ids_and_never_carry_the_note(
     invalid = [e for e in logs if e["event"] == "task.invalid"]
     assert invalid and invalid[0]["task_id"] == "logged"
     assert "secret-phi-marker" not in repr(logs)
+
+
+def test_fraud_events_translate_with_epoch_seconds_and_thresholds_decide() -> None:
+    from contracts import FraudRequest, parse_request
+
+    request = parse_request("fraud", _fraud(99.0))
+    assert isinstance(request, FraudRequest)
+    model = FraudModel(TinyFraudRunner(), review_threshold=0.3, decline_threshold=0.8)
+    inp = model.engine_input(request)
+    assert inp.transaction.timestamp == request.transaction.timestamp.timestamp()
+    assert [e.amount for e in inp.history] == [12.5, 40.0]
+    assert [model.decide(s) for s in (0.29, 0.3, 0.79, 0.8)] == ["approve", "review", "review", "decline"]
+
+
+def test_operator_thresholds_override_the_model_card() -> None:
+    from worker.models import fraud_thresholds
+
+    card = {"review": 0.5, "decline": 0.9}
+    assert fraud_thresholds(Settings(), card) == (0.5, 0.9)
+    assert fraud_thresholds(Settings(fraud_decline_threshold=0.7), card) == (0.5, 0.7)
+    with pytest.raises(ConfigurationError):
+        FraudModel(TinyFraudRunner(), review_threshold=0.9, decline_threshold=0.5)
+
+
+def test_triage_text_carries_the_structured_fields_and_results_count_acuity_from_one() -> None:
+    from contracts import TriageRequest, parse_request
+
+    request = parse_request(
+        "triage", {"tenant": "ed", "note": "sob", "age": 67, "sex": "F", "vitals": {"heart_rate": 112}}
+    )
+    assert isinstance(request, TriageRequest)
+    model = TriageModel(TinyTriageRunner())
+    assert model.engine_input(request) == "age 67 F | HR 112 | sob"
+    result = model.to_result(TextPrediction([0.1, 0.6, 0.1, 0.1, 0.1], 1, 2, True))
+    assert result.acuity == 2 and result.chunks == 2 and result.truncated
