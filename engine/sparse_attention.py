@@ -98,10 +98,10 @@ class DynamicSparseAttention(nn.Module):
         local = self._local(qkv, real)  # (B, Lp, nh, hs)
         glob, full = self._global(qkv, idx, weight, slot_real, real)  # (B, Lp, nh, hs), (B, g, nh, hs)
         gate = torch.sigmoid(self.gate(xp)).unsqueeze(-1)  # (B, Lp, nh, 1)
-        mixed = glob + gate * (local - glob)  # (B, Lp, nh, hs)
+        mixed = torch.lerp(glob, local, gate)  # (B, Lp, nh, hs): gate * local + (1 - gate) * glob
         batch_idx = torch.arange(B, device=x.device).unsqueeze(1)  # (B, 1)
         # Slots past the number of real tokens point at padding rows, which are zeroed below.
-        mixed = mixed.index_put((batch_idx, idx), full)  # (B, Lp, nh, hs)
+        mixed.index_put_((batch_idx, idx), full)  # (B, Lp, nh, hs)
         out = self.proj(mixed.reshape(B, Lp, D)[:, :L])  # (B, L, D)
         return out.masked_fill(~real[:, :L, None], 0.0)
 
