@@ -424,6 +424,11 @@ class WorkerRuntime:
         except InputError as exc:
             self._answer_failed(delivery, kind, stream, ErrorCode.MODEL_ERROR, f"model refused the input: {exc}")
             return
+        except Exception as exc:
+            # One input that breaks preparation must not take the worker (and then its peers) down.
+            log.error("task.prepare_crashed", error=type(exc).__name__)  # no message: it may quote the input
+            self._answer_failed(delivery, kind, stream, ErrorCode.INTERNAL_ERROR, "preparing the input failed")
+            return
         job = Job(delivery, kind, request, prepared, stream, task_id)
         with self._wake:
             self._scheduler.push((kind, _lane(delivery)), job, prepared.n_tokens, now_ms(), deadline)
