@@ -69,6 +69,18 @@ def assign_weights(model: nn.Module, state_dict: StateDict, allow_missing: tuple
     _init_missing(model, result.missing_keys)
 
 
+def override_weights(model: nn.Module, state_dict: StateDict) -> None:
+    """Replace some of a loaded model's weights (a fine-tuned subset), keeping each weight's dtype."""
+    own = model.state_dict()
+    unexpected = sorted(set(state_dict) - set(own))
+    if unexpected:
+        raise ModelLoadError(f"weights have keys the model lacks: {unexpected[:5]}")
+    for key, value in state_dict.items():
+        if value.shape != own[key].shape:
+            raise ModelLoadError(f"{key}: shape {tuple(value.shape)}, model has {tuple(own[key].shape)}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=False, assign=True)
+
+
 def _init_missing(model: nn.Module, missing: list[str]) -> None:
     config: BertConfig = model.config  # type: ignore[assignment]
     for key in missing:

