@@ -382,3 +382,17 @@ def test_triage_text_carries_the_structured_fields_and_results_count_acuity_from
     assert model.engine_input(request) == "age 67 F | HR 112 | sob"
     result = model.to_result(TextPrediction([0.1, 0.6, 0.1, 0.1, 0.1], 1, 2, True))
     assert result.acuity == 2 and result.chunks == 2 and result.truncated
+
+
+def test_a_task_expiring_while_queued_is_answered_without_computing(
+    redis_client: redis.Redis, runtime_factory: Callable[..., WorkerRuntime]
+) -> None:
+    runner = SlowTriageRunner()
+    runtime_factory(models={"triage": TriageModel(runner)}, batch_max_batch_size=1, batch_max_wait_ms=0.0)
+    # Submitted to a running worker, so "waits" is live at fetch and expires behind "first".
+    _submit(redis_client, TASK_TRIAGE, "first", {"tenant": "ed", "note": "laceration"})
+    _submit(redis_client, TASK_TRIAGE, "waits", {"tenant": "ed", "note": "earache", "timeout_ms": 150})
+    found = _results(redis_client, "triage", 2)
+    assert found["first"].status is TaskStatus.OK
+    assert found["waits"].status is TaskStatus.EXPIRED and found["waits"].timings.batch_size == 0
+    assert runner.batches == [1, 1], "the warm-up and the first task only"
