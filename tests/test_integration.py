@@ -130,8 +130,14 @@ def spawn_worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(scope="module")
 def worker(spawn_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
-    """The module's worker: both kinds, both lanes; the batch lane waits 50 ms so batches form."""
-    process = spawn_worker("it-main", INFERQ_BATCH_MAX_WAIT_MS="50")
+    """The module's worker: both kinds, both lanes; the batch lane waits 50 ms so batches form.
+
+    It takes 8 tasks per fetch and batch, so it holds at most 16 batch-lane tasks and a second
+    worker gets its share of a larger submission.
+    """
+    process = spawn_worker(
+        "it-main", INFERQ_BATCH_MAX_WAIT_MS="50", INFERQ_FETCH_COUNT="8", INFERQ_BATCH_MAX_BATCH_SIZE="8"
+    )
     process.wait_ready()
     return process
 
@@ -170,7 +176,7 @@ def _triage_request(i: int) -> dict[str, Any]:
         "fall from standing, wrist pain and swelling, no LOC, denies head strike",
         "request for prescription refill, no complaints",
     ]
-    return {"tenant": "ed", "note": notes[i % len(notes)], "age": 30 + i}
+    return {"tenant": "ed", "note": notes[i % len(notes)], "age": 30 + i % 60}
 
 
 def _results_on(client: redis.Redis, stream: str) -> list[TaskResultMessage]:
@@ -302,13 +308,15 @@ def test_sigterm_drains_in_flight_tasks_and_exits_zero(
     client: InferqClient,
     redis_client: redis.Redis,
 ) -> None:
-    leaving = spawn_worker("it-leaving", INFERQ_LANES='["batch"]', INFERQ_KINDS='["triage"]')
+    leaving = spawn_worker("it-leaving", INFERQ_LANES='["batch"]', INFERQ_KINDS='["triage"]', INFERQ_LOG_LEVEL="INFO")
     leaving.wait_ready()
     ids = set(client.submit_many("triage", [_triage_request(i) for i in range(120)]))
     assert _wait_until(lambda: _pending_of(redis_client, "it-leaving") > 0, 20.0), "it never held a task"
     leaving.proc.send_signal(signal.SIGTERM)
     assert leaving.proc.wait(timeout=DRAIN_TIMEOUT_S + 5) == 0, leaving.log_tail()
     assert _pending_of(redis_client, "it-leaving") == 0, "nothing left pending for the stopped worker"
+    stopped = [json.loads(line) for line in leaving.log_tail().splitlines() if '"worker.stopped"' in line]
+    assert stopped and stopped[0]["drained"] is True
     found = client.wait(ids, timeout_s=ANSWER_TIMEOUT_S)
     assert set(found) == ids, "the remaining worker answered what the leaving one gave back"
     assert all(count == 1 for count in _result_counts(redis_client).values())
