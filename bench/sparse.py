@@ -17,6 +17,10 @@ CPU the peak resident set size of a fresh subprocess per configuration (the kern
 mark, VmHWM, reset through /proc/self/clear_refs just before the pass), so it counts every byte
 the allocator really touched. Memory per token (peak / (B * L)) staying flat across L is what
 linear growth looks like.
+
+On a CPU shared with other busy processes, run with `OMP_WAIT_POLICY=PASSIVE` (or `--threads 1`):
+OpenMP's default spin-then-wait makes every parallel region wait for a descheduled thread, which
+swamps small kernels, and the sparse layer runs many of them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -59,9 +64,7 @@ def build(scope: str, kind: str, length: int, batch: int, device: torch.device) 
         x = torch.randn(batch, length, cfg.dim, device=device)  # (B, L, D)
         return lambda: layer(x, mask)
     model = FraudTransformer(cfg).to(device).eval()
-    cat = torch.stack(
-        [torch.randint(1, v, (batch, length), device=device) for v in cfg.cat_vocab], dim=-1
-    )  # (B, L, C)
+    cat = torch.stack([torch.randint(1, v, (batch, length), device=device) for v in cfg.cat_vocab], dim=-1)  # (B, L, C)
     num = torch.randn(batch, length, cfg.n_numeric, device=device)  # (B, L, F)
     return lambda: model(cat, num, mask)
 
@@ -165,7 +168,8 @@ def describe(args: argparse.Namespace, device: torch.device) -> str:
     cfg = FraudModelConfig()
     return (
         f"sparse vs dense SDPA, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
-        f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, fp32, "
+        f"device {device}, threads {torch.get_num_threads()}, "
+        f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, batch {args.batch}, fp32, "
         f"median of {args.repeats}\n"
         f"layer: dim {cfg.dim}, {cfg.n_heads} heads, block {cfg.block_size}, {cfg.n_global} globals; "
         f"model: fraud transformer, {cfg.n_layers} layers, ffn x{cfg.ffn_mult}"
