@@ -6,12 +6,14 @@ model. Each task kind has one `KindModel` that owns a runner and knows both side
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from contracts import FraudRequest, FraudResult, ReasonCode, TriageRequest, TriageResult
+from contracts import FraudRequest, FraudResult, ReasonCode, TriageRequest, TriageResult, parse_request
 from contracts.requests import Kind, Request, TransactionEvent
 from engine.fraud_features import Event, FraudInput
 from engine.triage_input import TriageInput, format_triage_text
@@ -71,7 +73,17 @@ class KindModel(ABC):
         return outputs
 
     def warmup(self) -> None:
+        """The engine's warm-up, then one sample request through the whole contract path.
+
+        A model whose outputs break the result contract fails here, at start, instead of
+        failing every task once the worker reports ready.
+        """
         self.runner.warmup()
+        self.to_result(self.run([self.prepare(self.sample_request())])[0])
+
+    @abstractmethod
+    def sample_request(self) -> Request:
+        """A valid request of this kind, for the warm-up."""
 
     @abstractmethod
     def engine_input(self, request: Request) -> Any:
@@ -84,6 +96,9 @@ class KindModel(ABC):
 
 class TriageModel(KindModel):
     kind: Kind = "triage"
+
+    def sample_request(self) -> Request:
+        return parse_request("triage", {"tenant": "warmup", "note": "c/o sore throat x2 days, afebrile"})
 
     def engine_input(self, request: Request) -> str:
         assert isinstance(request, TriageRequest), "the runtime routes requests by kind"
@@ -110,6 +125,13 @@ class FraudModel(KindModel):
             )
         self.review_threshold = review_threshold
         self.decline_threshold = decline_threshold
+
+    def sample_request(self) -> Request:
+        now = time.time()
+        history = [_sample_event(20.0 + i, now - 86_400.0 * (10 - i)) for i in range(8)]
+        return parse_request(
+            "fraud", {"tenant": "warmup", "transaction": _sample_event(35.0, now - 60.0), "history": history}
+        )
 
     def engine_input(self, request: Request) -> FraudInput:
         assert isinstance(request, FraudRequest), "the runtime routes requests by kind"
@@ -162,6 +184,18 @@ def event(e: TransactionEvent) -> Event:
         merchant_id=e.merchant_id,
         device_id=e.device_id,
     )
+
+
+def _sample_event(amount: float, epoch_s: float) -> dict[str, Any]:
+    timestamp = datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
+    return {
+        "amount": amount,
+        "currency": "EUR",
+        "mcc": "5411",
+        "channel": "contactless",
+        "country": "DE",
+        "timestamp": timestamp,
+    }
 
 
 def fraud_thresholds(settings: Settings, model_thresholds: Mapping[str, float]) -> tuple[float, float]:
