@@ -104,9 +104,9 @@ class RuntimeStep(bootsteps.StartStopStep):  # type: ignore[misc]
         settings = current_settings()
         runtime = WorkerRuntime(settings, name=_runtime_name(c.hostname))
         c.inferq_runtime = runtime
-        runtime.start()
-        c.on_ready()
         try:
+            runtime.start()
+            c.on_ready()
             self._watch(runtime)
         finally:
             runtime.stop()
