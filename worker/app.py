@@ -38,6 +38,8 @@ SHUTDOWN_POLL_S: Final = 0.2
 app = Celery("inferq", set_as_current=False)
 app.conf.update(
     broker_transport=TRANSPORT_PATH,
+    # Producers importing this app reach the configured Redis; run_worker sets it again.
+    broker_url=Settings().redis_url,
     task_serializer="json",
     accept_content=["json"],
     result_accept_content=["json"],

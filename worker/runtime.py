@@ -236,9 +236,16 @@ class WorkerRuntime:
         self._client.close()
 
     def _start_health(self) -> None:
-        if self.settings.metrics_port:
-            self._health = HealthServer(self.settings.metrics_port, self.alive, lambda: self.ready)
-            self._health.start()
+        port = self.settings.metrics_port
+        if not port:
+            return
+        try:
+            self._health = HealthServer(port, self.alive, lambda: self.ready)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"metrics port {port} is not free ({exc.strerror}); set INFERQ_METRICS_PORT, 0 disables"
+            ) from exc
+        self._health.start()
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=self._guarded(name, target), name=name, daemon=True)
