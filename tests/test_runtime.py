@@ -398,3 +398,15 @@ def test_a_task_expiring_while_queued_is_answered_without_computing(
     assert found["first"].status is TaskStatus.OK
     assert found["waits"].status is TaskStatus.EXPIRED and found["waits"].timings.batch_size == 0
     assert runner.batches[WARMUP_BATCHES:] == [1], "only the first task ran"
+
+
+def test_an_undecodable_request_with_an_id_is_answered_invalid(
+    redis_client: redis.Redis, runtime_factory: Callable[..., WorkerRuntime]
+) -> None:
+    redis_client.xadd(queue_stream("batch"), {"task": TASK_TRIAGE, "id": "broken", "request": "{not json"})
+    runtime_factory()
+    found = _results(redis_client, "triage", 1)
+    error = found["broken"].error
+    assert found["broken"].status is TaskStatus.INVALID and error is not None
+    assert error.code.value == "invalid_json" and error.message == "request is not valid JSON"
+    assert redis_client.xlen(DEADLETTER_STREAM) == 0

@@ -34,6 +34,7 @@ from contracts import (
     effective_deadline_ms,
     parse_request,
 )
+from contracts.errors import ROOT_FIELD, Problem
 from contracts.requests import Request
 from engine.errors import InputError
 from worker import metrics
@@ -405,7 +406,8 @@ class WorkerRuntime:
             self._outcomes.put(DeadLetter(delivery, code, delivery.decode_error or "no task id or kind"))
             return
         if delivery.decode_error is not None:
-            error = ContractError.single(delivery.decode_code or ErrorCode.MALFORMED, "request", delivery.decode_error)
+            code = delivery.decode_code or ErrorCode.MALFORMED
+            error = ContractError([Problem(code, ROOT_FIELD, delivery.decode_error)])
             self._answer_invalid(delivery, kind, stream, error)
             return
         if kind not in self._models:
