@@ -195,9 +195,7 @@ def test_batches_keep_every_rule_and_lose_nothing(
     batch=st.integers(min_value=0, max_value=10),
     batch_every=st.integers(min_value=1, max_value=5),
 )
-def test_batch_lane_waits_at_most_batch_every_realtime_batches(
-    realtime: int, batch: int, batch_every: int
-) -> None:
+def test_batch_lane_waits_at_most_batch_every_realtime_batches(realtime: int, batch: int, batch_every: int) -> None:
     sched = _scheduler(batch_every)
     for i in range(realtime):
         sched.push(("fraud", "realtime"), f"r{i}", 1, 1000.0, None)

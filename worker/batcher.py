@@ -212,9 +212,7 @@ class LaneScheduler(Generic[T]):
         return [item for q in self.queues.values() for item in q.drain()]
 
     def _ready(self, lane: Lane, now_ms: float, flush: bool) -> list[LaneKey]:
-        keys = [
-            k for k, q in self.queues.items() if k[1] == lane and (q.is_ready(now_ms) or (flush and len(q)))
-        ]
+        keys = [k for k, q in self.queues.items() if k[1] == lane and (q.is_ready(now_ms) or (flush and len(q)))]
         return sorted(keys, key=lambda k: self.queues[k].oldest_ms() or 0.0)
 
     def _choose(self, now_ms: float, flush: bool) -> LaneKey | None:

@@ -29,17 +29,11 @@ _TIME_BUCKETS: Final = (
 
 TASKS: Final = Counter("inferq_tasks_total", "Tasks answered, by kind and result status", ["kind", "status"])
 DUPLICATES: Final = Counter("inferq_duplicates_total", "Deliveries of task ids already answered (acked only)")
-DEADLETTERED: Final = Counter(
-    "inferq_deadlettered_total", "Tasks moved to the dead-letter stream", ["reason"]
-)
+DEADLETTERED: Final = Counter("inferq_deadlettered_total", "Tasks moved to the dead-letter stream", ["reason"])
 CLAIMED: Final = Counter("inferq_claimed_total", "Tasks taken over from workers idle past claim_idle_ms")
 REQUEUED: Final = Counter("inferq_requeued_total", "Prefetched tasks given back on a graceful stop")
-BATCH_SPLITS: Final = Counter(
-    "inferq_batch_splits_total", "Batches split in halves after the model raised", ["kind"]
-)
-BATCH_SIZE: Final = Histogram(
-    "inferq_batch_size", "Tasks per model batch", ["kind", "lane"], buckets=_BATCH_BUCKETS
-)
+BATCH_SPLITS: Final = Counter("inferq_batch_splits_total", "Batches split in halves after the model raised", ["kind"])
+BATCH_SIZE: Final = Histogram("inferq_batch_size", "Tasks per model batch", ["kind", "lane"], buckets=_BATCH_BUCKETS)
 BATCH_TOKENS: Final = Histogram(
     "inferq_batch_padded_tokens",
     "Padded tokens (longest x count) per batch",
@@ -49,14 +43,8 @@ BATCH_TOKENS: Final = Histogram(
 QUEUE_WAIT: Final = Histogram(
     "inferq_queue_wait_seconds", "Enqueue to batch start", ["kind", "lane"], buckets=_TIME_BUCKETS
 )
-COMPUTE: Final = Histogram(
-    "inferq_compute_seconds", "Model time per batch", ["kind", "lane"], buckets=_TIME_BUCKETS
-)
-TOTAL: Final = Histogram(
-    "inferq_task_seconds", "Enqueue to result posted", ["kind", "status"], buckets=_TIME_BUCKETS
-)
+COMPUTE: Final = Histogram("inferq_compute_seconds", "Model time per batch", ["kind", "lane"], buckets=_TIME_BUCKETS)
+TOTAL: Final = Histogram("inferq_task_seconds", "Enqueue to result posted", ["kind", "status"], buckets=_TIME_BUCKETS)
 LANE_DEPTH: Final = Gauge("inferq_lane_depth", "Entries in a lane stream (waiting and in flight)", ["lane"])
-HELD: Final = Gauge(
-    "inferq_worker_held_tasks", "Tasks this worker fetched and has not answered yet", ["lane"]
-)
+HELD: Final = Gauge("inferq_worker_held_tasks", "Tasks this worker fetched and has not answered yet", ["lane"])
 READY: Final = Gauge("inferq_worker_ready", "1 once models are loaded and warmed up, 0 while stopping")
