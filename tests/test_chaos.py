@@ -36,8 +36,8 @@ CLAIM_IDLE_MS = 1500  # short, so the takeover happens within the test's budget
 READY_TIMEOUT_S = 40.0  # two processes loading both models on a small shared machine
 ANSWER_TIMEOUT_S = 40.0
 DRAIN_TIMEOUT_S = 10.0
-N_TRIAGE = 160
-N_FRAUD = 160
+N_TRIAGE = 128
+N_FRAUD = 128
 
 
 @dataclass
