@@ -30,8 +30,8 @@ from torch import Tensor, nn
 class SparseAttentionConfig:
     dim: int
     n_heads: int
-    # 64 tokens is a few weeks of a busy card's history: the local context a fraud pattern such
-    # as card testing lives in, and big enough for SDPA kernels to run efficiently per block.
+    # 64 tokens hold the recent context short-range patterns (bursts, velocity) live in, and a
+    # block that size keeps the batched SDPA kernels busy rather than dominated by overhead.
     block_size: int = 64
     # 64 global tokens match one block's worth of work per token, so the global branch costs no
     # more than the local one while still reaching any event of a 4,096-event history.
@@ -116,7 +116,7 @@ class DynamicSparseAttention(nn.Module):
         return idx, weight.to(xp.dtype), slot_real
 
     def _ranking(self, s: Tensor) -> Tensor:
-        """Scores perturbed with Gumbel noise in training, as they are at inference otherwise."""
+        """The scores top-g ranks: as they are at inference, plus Gumbel noise while training."""
         if not self.training or self.cfg.selection_noise == 0.0:
             return s
         u = torch.rand_like(s).clamp_(1e-6, 1.0 - 1e-6)
