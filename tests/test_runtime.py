@@ -9,7 +9,9 @@ the batch, which is how a real model fails on one input.
 from __future__ import annotations
 
 import json
+import threading
 import time
+import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
@@ -329,13 +331,15 @@ def test_health_probes_follow_the_life_cycle(
 ) -> None:
     runtime = runtime_factory(metrics_port=18_000 + (int(time.time() * 1000) % 2000))
     base = f"http://127.0.0.1:{runtime.settings.metrics_port}"
-    with urllib.request.urlopen(base + "/readyz") as reply:
-        assert reply.status == 200
+    for probe in ("/readyz", "/livez"):
+        with urllib.request.urlopen(base + probe) as reply:
+            assert reply.status == 200
     with urllib.request.urlopen(base + "/metrics") as reply:
         assert b"inferq_worker_ready 1.0" in reply.read()
     assert redis_client.hget(f"inferq:worker:{runtime.name}", "ready") == "1"
     runtime.stop(timeout_s=5.0)
     assert not redis_client.exists(f"inferq:worker:{runtime.name}")
+    assert not runtime.alive() and not runtime.ready
 
 
 def test_logs_bind_task_ids_and_never_carry_the_note(
@@ -410,3 +414,45 @@ def test_an_undecodable_request_with_an_id_is_answered_invalid(
     assert found["broken"].status is TaskStatus.INVALID and error is not None
     assert error.code.value == "invalid_json" and error.message == "request is not valid JSON"
     assert redis_client.xlen(DEADLETTER_STREAM) == 0
+
+
+class GatedTriageRunner(TinyTriageRunner):
+    """Warms up only once the test opens the gate, so readiness can be observed before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def warmup(self) -> None:
+        assert self.gate.wait(10.0)
+        super().warmup()
+
+
+def _probe(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0  # not listening yet
+
+
+def test_not_ready_until_the_warm_up_batch_ran(redis_url: str, redis_client: redis.Redis) -> None:
+    runner = GatedTriageRunner()
+    port = 20_000 + (int(time.time() * 1000) % 2000)
+    runtime = WorkerRuntime(_settings(redis_url, metrics_port=port), models={"triage": TriageModel(runner)})
+    starting = threading.Thread(target=runtime.start)
+    starting.start()
+    try:
+        deadline = time.monotonic() + 5
+        while _probe(f"http://127.0.0.1:{port}/livez") != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _probe(f"http://127.0.0.1:{port}/readyz") == 503 and not runtime.ready
+        runner.gate.set()
+        starting.join(10.0)
+        assert runtime.ready and _probe(f"http://127.0.0.1:{port}/readyz") == 200
+    finally:
+        runner.gate.set()
+        starting.join(10.0)
+        runtime.stop(timeout_s=5.0)
