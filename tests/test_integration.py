@@ -320,3 +320,12 @@ def test_sigterm_drains_in_flight_tasks_and_exits_zero(
     found = client.wait(ids, timeout_s=ANSWER_TIMEOUT_S)
     assert set(found) == ids, "the remaining worker answered what the leaving one gave back"
     assert all(count == 1 for count in _result_counts(redis_client).values())
+
+
+def test_the_registered_celery_tasks_run_in_process_too() -> None:
+    """`apply()` (and eager mode) run the task body: one request, unbatched, same contract."""
+    from worker.app import app, triage_task
+
+    assert {TASK_TRIAGE, TASK_FRAUD} <= set(app.tasks)
+    result = triage_task.apply(kwargs={"request": _triage_request(0)}).get()
+    assert 1 <= result["acuity"] <= 5 and len(result["probabilities"]) == 5
