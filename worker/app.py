@@ -162,9 +162,10 @@ def run_worker(settings: Settings, name: str | None = None, loglevel: str | None
     if not settings.redis_url:
         raise ValueError("run_worker needs settings.redis_url; `inferq worker` resolves the embedded default")
     _settings = settings
-    inferq_logging.configure(settings.log_level, settings.log_json)
+    level = loglevel or settings.log_level
+    inferq_logging.configure(level, settings.log_json)
     app.conf.broker_url = settings.redis_url
-    code = app.start(argv=worker_argv(settings, name, loglevel or settings.log_level))
+    code = app.start(argv=worker_argv(settings, name, level))
     return int(code or 0)
 
 
