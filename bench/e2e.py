@@ -53,6 +53,11 @@ from worker.config import Settings  # noqa: E402
 from worker.constants import RESULT_MESSAGE, RESULTS_PREFIX  # noqa: E402
 from worker.models import KindModel, load_models  # noqa: E402
 
+# One intra-op thread per process: on the shared 2-core machine a 128 x 128-event fraud batch took
+# 354 ms with one torch thread and 2,244 ms with two (threads spinning at barriers while another
+# process holds the core), so every process here, inferq or naive, computes on one thread.
+TORCH_THREADS = 1
+NAIVE_CONCURRENCY = 2  # prefork processes: the baseline gets both cores
 READY_TIMEOUT_S = 300.0  # model loading on a busy 2-core machine
 RESULT_TIMEOUT_S = 900.0
 ARRIVAL = {"walk-in": "walk_in", "private vehicle": "walk_in", "wheelchair": "walk_in", "EMS": "ems"}
@@ -278,16 +283,15 @@ class InferqWorker(Proc):
             time.sleep(poll_s)
         raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT_S:.0f}s; see {self.log_path}")
 
-    def mean_batch(self, kind: str, lane: str) -> float | None:
-        """Mean batch size from the worker's own histogram."""
-        text = self.get("/metrics") or ""
+    def histogram(self, name: str, kind: str, lane: str) -> tuple[float, float]:
+        """(sum, count) of one of the worker's histograms for a kind and lane."""
         label = f'{{kind="{kind}",lane="{lane}"}}'
-        values = {}
-        for line in text.splitlines():
-            for stat in ("sum", "count"):
-                if line.startswith(f"inferq_batch_size_{stat}{label}"):
+        values = {"sum": 0.0, "count": 0.0}
+        for line in (self.get("/metrics") or "").splitlines():
+            for stat in values:
+                if line.startswith(f"{name}_{stat}{label}"):
                     values[stat] = float(line.split()[-1])
-        return values["sum"] / values["count"] if values.get("count") else None
+        return values["sum"], values["count"]
 
 
 # -- (b), (e) inferq end to end -----------------------------------------------------------------
@@ -298,11 +302,21 @@ class E2EFigure:
     tasks: int
     seconds: float
     statuses: Counter[str]
-    mean_batch: float | None
+    batches: float = 0.0
+    compute_s: float = 0.0
 
     @property
     def per_s(self) -> float:
         return self.tasks / self.seconds
+
+    def worker_summary(self) -> str:
+        """Batches the worker formed and how busy its inference thread was (its own metrics)."""
+        if not self.batches:
+            return "no worker metrics"
+        return (
+            f"worker mean batch {self.tasks / self.batches:.1f}, model busy "
+            f"{self.compute_s:.1f}s of {self.seconds:.1f}s"
+        )
 
 
 def inferq_saturation(
@@ -317,12 +331,14 @@ def inferq_saturation(
             started = worker.wait_ready()
             results = client.wait(ids, RESULT_TIMEOUT_S)
             seconds = time.perf_counter() - started
-            mean_batch = worker.mean_batch(kind, lane)
+            _, batches = worker.histogram("inferq_batch_size", kind, lane)
+            compute_s, _ = worker.histogram("inferq_compute_seconds", kind, lane)
         finally:
             worker.close()
     if len(results) != len(ids):
         raise RuntimeError(f"{name}: {len(results)} results for {len(ids)} tasks")
-    return E2EFigure(len(ids), seconds, Counter(r.status for r in results.values()), mean_batch)
+    statuses = Counter(r.status.value for r in results.values())
+    return E2EFigure(len(ids), seconds, statuses, batches, compute_s)
 
 
 # -- (c) naive Celery -----------------------------------------------------------------------------
@@ -366,7 +382,7 @@ def naive_throughput(
         seconds = time.perf_counter() - started
     finally:
         worker.close()
-    return E2EFigure(len(outputs), seconds, Counter(ok=len(outputs)), 1.0)
+    return E2EFigure(len(outputs), seconds, Counter(ok=len(outputs)))
 
 
 # -- (d) realtime latency under a triage backlog ----------------------------------------------------
@@ -469,7 +485,7 @@ def run(url: str, scale: Scale) -> None:
         "fraud128": fraud_requests(scale.fraud128, seed=3, history=128),
     }
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     models = load_models(Settings(kinds=["triage", "fraud"], redis_url=url))
     for model in models.values():
         model.warmup()
@@ -482,34 +498,35 @@ def run(url: str, scale: Scale) -> None:
     for name, fig in engine.items():
         print(
             f"(a) engine only {name:9s}: {fig.per_s:8.1f} tasks/s with prepare, {fig.run_only_per_s:8.1f} "
-            f"forward only ({fig.tasks} tasks, mean batch {fig.mean_batch:.1f}, 2 torch threads)",
+            f"forward only ({fig.tasks} tasks, mean batch {fig.mean_batch:.1f}, {TORCH_THREADS} torch thread)",
             flush=True,
         )
 
     e2e = {
-        "triage": inferq_saturation(url, "triage", "batch", work["triage"], 2, log_dir, "e2e-triage"),
-        "fraud": inferq_saturation(url, "fraud", "batch", work["fraud"], 2, log_dir, "e2e-fraud"),
+        "triage": inferq_saturation(url, "triage", "batch", work["triage"], TORCH_THREADS, log_dir, "e2e-triage"),
+        "fraud": inferq_saturation(url, "fraud", "batch", work["fraud"], TORCH_THREADS, log_dir, "e2e-fraud"),
     }
     for name, fig in e2e.items():
         a = engine[name]
         print(
             f"(b) inferq e2e {name:9s}: {fig.per_s:8.1f} tasks/s ({fig.tasks} tasks in {fig.seconds:.2f}s, "
-            f"statuses {dict(fig.statuses)}, worker mean batch {fig.mean_batch}); "
+            f"statuses {dict(fig.statuses)}, {fig.worker_summary()}); "
             f"{fig.per_s / a.per_s:.1%} of (a) with prepare, {fig.per_s / a.run_only_per_s:.1%} of forward only "
             f"-> target >= 85% {target(fig.per_s >= 0.85 * a.per_s)}",
             flush=True,
         )
 
     naive = {
-        "triage": naive_throughput(url, "triage", work["triage"][: scale.naive_triage], 2, log_dir),
-        "fraud": naive_throughput(url, "fraud", work["fraud"][: scale.naive_fraud], 2, log_dir),
+        "triage": naive_throughput(url, "triage", work["triage"][: scale.naive_triage], NAIVE_CONCURRENCY, log_dir),
+        "fraud": naive_throughput(url, "fraud", work["fraud"][: scale.naive_fraud], NAIVE_CONCURRENCY, log_dir),
     }
     for name, fig in naive.items():
         ratio = e2e[name].per_s / fig.per_s
         goal = 3.0 if name == "triage" else 10.0
         print(
             f"(c) naive Celery {name:9s}: {fig.per_s:8.1f} tasks/s ({fig.tasks} tasks in {fig.seconds:.2f}s, "
-            f"prefork -c 2, 1 torch thread each); inferq / naive = {ratio:.1f}x "
+            f"prefork -c {NAIVE_CONCURRENCY}, 1 torch thread each; inferq: one worker process); "
+            f"inferq / naive = {ratio:.1f}x "
             f"-> target >= {goal:.0f}x {target(ratio >= goal)}",
             flush=True,
         )
@@ -525,10 +542,10 @@ def run(url: str, scale: Scale) -> None:
         flush=True,
     )
 
-    batch128 = inferq_saturation(url, "fraud", "batch", work["fraud128"], 2, log_dir, "e2e-fraud128")
+    batch128 = inferq_saturation(url, "fraud", "batch", work["fraud128"], TORCH_THREADS, log_dir, "e2e-fraud128")
     print(
         f"(e) batch-lane fraud, 128-event histories: {batch128.per_s:8.1f} tasks/s ({batch128.tasks} tasks in "
-        f"{batch128.seconds:.2f}s, worker mean batch {batch128.mean_batch}); "
+        f"{batch128.seconds:.2f}s, {batch128.worker_summary()}); "
         f"{batch128.per_s / engine['fraud128'].per_s:.1%} of engine only "
         f"-> target >= 1000/s {target(batch128.per_s >= 1000.0)}",
         flush=True,
