@@ -241,6 +241,16 @@ def load_classifier(model_dir: Path, manifest: TriageManifest) -> BertForSequenc
     return model.eval()
 
 
+def prepare_for_inference(model: BertForSequenceClassification, policy: str, device: torch.device,
+                          int8_fp32_layers: Sequence[str] = ()) -> BertForSequenceClassification:
+    """Eval mode, no gradients, fused QKV (one projection matmul instead of three), then `policy`."""
+    model = model.eval().to(device)
+    model.requires_grad_(False)
+    for layer in model.bert.encoder.layer:
+        layer.attention.self.fuse_qkv()
+    return apply_policy(model, policy, device, int8_fp32_layers)
+
+
 def load_triage(model_dir: str | Path, device: str = "auto", precision: str = "auto",
                 token_budget: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH,
                 chunk_pooling: str = "most_severe") -> TriageRunner:
@@ -251,10 +261,8 @@ def load_triage(model_dir: str | Path, device: str = "auto", precision: str = "a
     choice = resolve_policy(precision, torch_device, default=manifest.default_policy())
     log.info("triage model %s@%s on %s in %s (%s)", manifest.name, manifest.version, torch_device,
              choice.policy, choice.reason)
-    model = load_classifier(model_dir, manifest).to(torch_device)
-    for param in model.parameters():
-        param.requires_grad_(False)
-    model = apply_policy(model, choice.policy, torch_device, manifest.precision.get("int8_fp32_layers", ()))
+    model = prepare_for_inference(load_classifier(model_dir, manifest), choice.policy, torch_device,
+                                  manifest.precision.get("int8_fp32_layers", ()))
     tokenizer_dir = model_dir if (model_dir / "tokenizer.json").is_file() else backbone_dir(model_dir, manifest.backbone)
     settings = TriageSettings(
         labels=list(manifest.labels), max_length=manifest.max_length, chunk_stride=manifest.chunk_stride,
