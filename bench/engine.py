@@ -165,7 +165,7 @@ def grid(forwards: dict[str, Forward], cfg: BenchConfig) -> list[dict]:
         for batch in cfg.batches:
             ids = torch.randint(1000, 30000, (batch, length), generator=torch.Generator().manual_seed(cfg.seed))
             ids = ids.to(cfg.device)
-            seconds = interleaved({n: (lambda f=f: f(ids, None)) for n, f in forwards.items()}, cfg)
+            seconds = interleaved({n: (lambda f=f, ids=ids: f(ids, None)) for n, f in forwards.items()}, cfg)
             rows.append({"batch": batch, "length": length, "seq_per_s": {n: batch / s for n, s in seconds.items()}})
             print_row(f"{batch}x{length}", rows[-1]["seq_per_s"])
     return rows

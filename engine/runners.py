@@ -263,7 +263,8 @@ def load_triage(model_dir: str | Path, device: str = "auto", precision: str = "a
              choice.policy, choice.reason)
     model = prepare_for_inference(load_classifier(model_dir, manifest), choice.policy, torch_device,
                                   manifest.precision.get("int8_fp32_layers", ()))
-    tokenizer_dir = model_dir if (model_dir / "tokenizer.json").is_file() else backbone_dir(model_dir, manifest.backbone)
+    own_tokenizer = (model_dir / "tokenizer.json").is_file()
+    tokenizer_dir = model_dir if own_tokenizer else backbone_dir(model_dir, manifest.backbone)
     settings = TriageSettings(
         labels=list(manifest.labels), max_length=manifest.max_length, chunk_stride=manifest.chunk_stride,
         token_budget=token_budget or DEFAULT_TOKEN_BUDGET[torch_device.type], max_batch_size=max_batch_size,

@@ -155,3 +155,16 @@ def test_packaged_backbone_and_missing_head(tmp_path):
 def test_missing_manifest_is_a_load_error(tmp_path):
     with pytest.raises(ModelLoadError):
         load_triage(tmp_path, device="cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_runner_agrees_with_cpu_fp32(model_dir):
+    texts = TEXTS * 4
+    cpu = load_triage(model_dir, device="cpu", precision="fp32").predict_texts(texts)
+    gpu_runner = load_triage(model_dir, device="cuda", precision="bf16")
+    assert gpu_runner.device.type == "cuda" and gpu_runner.precision == "bf16"
+    gpu = gpu_runner.predict_texts(texts)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert a.chunks == b.chunks
+        assert max(abs(x - y) for x, y in zip(a.probabilities, b.probabilities, strict=True)) < 0.05
