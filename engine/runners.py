@@ -9,7 +9,7 @@ A triage model directory holds `inferq-model.json`:
      "weights": "finetuned.safetensors",    # BertForSequenceClassification keys that override the backbone
      "max_length": 512, "chunk_stride": 128,
      "precision": {"default": "fp32" | "bf16" | "int8",
-                   "gate": {"<policy>": {"agreement": ..., "passed": true, ...}},
+                   "gate": {"n": ..., "policies": {"<policy>": {"agreement": ..., "passed": true}}},
                    "int8_fp32_layers": ["bert.encoder.layer.0.output.dense", ...]}}   # optional
 
 `precision="auto"` takes `precision.default` when this hardware has it and its gate passed, else fp32.
@@ -108,8 +108,9 @@ class TriageManifest:
     def default_policy(self) -> str:
         """The manifest's default policy, if its accuracy gate passed; fp32 otherwise."""
         policy = self.precision.get("default", "fp32")
-        gate = self.precision.get("gate", {}).get(policy, {})
-        if policy != "fp32" and not gate.get("passed", False):
+        gate = self.precision.get("gate", {})
+        verdict = gate.get("policies", gate).get(policy, {})
+        if policy != "fp32" and not verdict.get("passed", False):
             log.warning("default precision %s has no passed accuracy gate; using fp32", policy)
             return "fp32"
         return policy

@@ -129,6 +129,8 @@ def test_auto_precision_needs_a_passed_gate(tmp_path):
     base = {"name": "m", "version": "1", "backbone": "b", "labels": LABELS}
     assert TriageManifest(**base, precision=bf16_failed).default_policy() == "fp32"
     assert TriageManifest(**base, precision=bf16_passed).default_policy() == "bf16"
+    table = {"default": "int8", "gate": {"n": 900, "policies": {"int8": {"passed": True}}}}
+    assert TriageManifest(**base, precision=table).default_policy() == "int8"
 
 
 def test_int8_runner_agrees_with_fp32(model_dir):
