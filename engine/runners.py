@@ -32,7 +32,14 @@ from engine.bert import BertForSequenceClassification
 from engine.device import pick_device
 from engine.errors import InputError, ModelLoadError
 from engine.loading import classifier_keys, load_bert_classifier, override_weights, read_safetensors
-from engine.precision import apply_policy, resolve_policy
+from engine.precision import (
+    DEFAULT_INT8_MAX_ERROR,
+    CalibrationResult,
+    apply_policy,
+    calibrate_int8,
+    default_int8_kernel,
+    resolve_policy,
+)
 from engine.tokenizer import TextTokenizer
 from engine.triage_input import TriageInput, format_triage_text
 
@@ -197,6 +204,25 @@ class TriageRunner:
     def _pool(self, chunk_probs: Tensor) -> TextPrediction:
         probs = pool_chunks(chunk_probs, self.settings.chunk_pooling)
         return TextPrediction(probs.tolist(), int(probs.argmax()), chunks=chunk_probs.shape[0])
+
+
+def calibrate_int8_fallbacks(runner: TriageRunner, texts: Sequence[str | TriageInput],
+                             max_error: float = DEFAULT_INT8_MAX_ERROR) -> CalibrationResult:
+    """The int8 calibration sweep of an fp32 runner's model on `texts`, measured on its logits.
+
+    `fp32_layers` of the result is what a manifest lists as `precision.int8_fp32_layers`.
+    """
+    if runner.precision != "fp32":
+        raise ValueError("calibrate an fp32 runner: the sweep compares against its outputs")
+    chunks = [c for t in texts for c in runner.prepare(t).chunks]
+    plan = plan_batches([len(c) for c in chunks], runner.settings.token_budget, runner.settings.max_batch_size)
+    batches = [runner._collate([chunks[i] for i in batch]) for batch in plan]
+
+    def run(model: torch.nn.Module) -> list[Tensor]:
+        with torch.inference_mode():
+            return [model(ids, mask) for ids, mask in batches]
+
+    return calibrate_int8(runner.model, run, default_int8_kernel(runner.device), max_error)
 
 
 def pool_chunks(chunk_probs: Tensor, rule: str) -> Tensor:

