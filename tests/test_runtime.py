@@ -456,3 +456,40 @@ def test_not_ready_until_the_warm_up_batch_ran(redis_url: str, redis_client: red
         runner.gate.set()
         starting.join(10.0)
         runtime.stop(timeout_s=5.0)
+
+
+class StallingTriageRunner(TinyTriageRunner):
+    """Once `stall` is set, each batch blocks inside the model until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stall = False
+        self.release = threading.Event()
+
+    def run(self, batch: list[Tokens]) -> list[TextPrediction]:
+        if self.stall:
+            assert self.release.wait(10.0)
+        return super().run(batch)
+
+
+def test_liveness_fails_while_a_loop_is_stuck(
+    redis_client: redis.Redis, runtime_factory: Callable[..., WorkerRuntime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = StallingTriageRunner()
+    runtime = runtime_factory(models={"triage": TriageModel(runner)}, batch_max_wait_ms=0.0)
+    monkeypatch.setattr("worker.runtime.LOOP_STALL_S", 0.5)
+    runner.stall = True
+    _submit(redis_client, TASK_TRIAGE, "stuck", {"tenant": "ed", "note": "abdominal pain"})
+    assert _wait(lambda: not runtime.alive()), "a hung inference thread fails liveness"
+    runner.release.set()
+    assert _results(redis_client, "triage", 1)["stuck"].status is TaskStatus.OK
+    assert _wait(runtime.alive), "it turns again once the batch ends"
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -59,6 +59,12 @@ HEARTBEAT_TTL_S: Final = 15
 PUBLISH_CHUNK: Final = 256
 # Back-off after a Redis error in a loop, so an outage does not spin the CPU.
 REDIS_RETRY_S: Final = 0.5
+# An idle publisher wakes this often, so its loop keeps turning for the liveness probe.
+IDLE_TURN_S: Final = 0.5
+# A pipeline loop that has not turned for this long is hung: /livez fails and the orchestrator
+# restarts the process. Far above one batch (seconds on a CPU at the default token budgets) and
+# above the client's 30 s socket timeout, so only a real hang trips it.
+LOOP_STALL_S: Final = 120.0
 
 
 def now_ms() -> float:
@@ -143,6 +149,7 @@ class WorkerRuntime:
         self._health: HealthServer | None = None
         self._stop_lock = threading.Lock()
         self._started_ms = 0.0
+        self._turned: dict[str, float] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -171,10 +178,14 @@ class WorkerRuntime:
         return self._ready and not self._stop_fetch.is_set()
 
     def alive(self) -> bool:
-        """Every pipeline thread runs (before start and after a stop: True while not stopped)."""
+        """Every pipeline thread runs and its loop turned within LOOP_STALL_S (True while starting)."""
         if self._stopped.is_set():
             return False
-        return all(t.is_alive() for t in self._threads)
+        now = time.monotonic()
+        return all(t.is_alive() and now - self._turned.get(t.name, now) < LOOP_STALL_S for t in self._threads)
+
+    def _turn(self) -> None:
+        self._turned[threading.current_thread().name] = time.monotonic()
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until the runtime stopped; returns whether it did within `timeout_s`."""
@@ -278,6 +289,7 @@ class WorkerRuntime:
         next_claim = time.monotonic()
         next_beat = time.monotonic() + HEARTBEAT_S
         while not self._stop_fetch.is_set():
+            self._turn()
             try:
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + claim_every_s
@@ -380,6 +392,7 @@ class WorkerRuntime:
 
     def _prepare_loop(self) -> None:
         while not self._stop_prepare.is_set():
+            self._turn()
             try:
                 deliveries = self._fetched.get(timeout=0.1)
             except queue.Empty:
@@ -478,6 +491,7 @@ class WorkerRuntime:
         """Wait for the scheduler to release a batch; None once the runtime is stopping."""
         with self._wake:
             while not self._stop_compute.is_set():
+                self._turn()
                 now = now_ms()
                 for job in self._scheduler.pop_expired(now):
                     self._expire_queued(job)
@@ -576,13 +590,17 @@ class WorkerRuntime:
     def _publish_loop(self) -> None:
         closing = False
         while not closing:
+            self._turn()
             chunk, closing = self._next_outcomes()
             if chunk:
                 self._publish_chunk(chunk)
 
     def _next_outcomes(self) -> tuple[list[Outcome], bool]:
         """Up to PUBLISH_CHUNK outcomes (waiting for the first); True once the stop marker came."""
-        first = self._outcomes.get()
+        try:
+            first = self._outcomes.get(timeout=IDLE_TURN_S)
+        except queue.Empty:
+            return [], False
         if first is None:
             return [], True
         chunk: list[Outcome] = [first]
