@@ -94,6 +94,8 @@ NUMERIC_FEATURES = (
     "log_prior_1h",
     "log_prior_24h",
     "log_small_prior_10m",
+    "log_1h_vs_usual",
+    "log_24h_vs_usual",
     "merchant_seen",
     "has_device",
     "device_seen",
@@ -101,6 +103,10 @@ NUMERIC_FEATURES = (
     "home_country",
     "country_changed",
     "mcc_share",
+    "log_hours_since_present",
+    "prev_present_other_country",
+    "log_hours_since_same_country",
+    "log_hours_since_airline",
     "pos_from_end",
     "is_transaction",
 )
@@ -158,11 +164,13 @@ def validate(inp: FraudInput) -> None:
         raise InputError(f"expected FraudInput, got {type(inp).__name__}")
     if len(inp.history) > MAX_HISTORY:
         raise InputError(f"history has {len(inp.history)} events; at most {MAX_HISTORY} are accepted")
-    for event in (*inp.history, inp.transaction):
-        if not math.isfinite(event.amount) or event.amount < 0:
-            raise InputError("event amount must be a finite, non-negative number")
-        if not math.isfinite(event.timestamp):
-            raise InputError("event timestamp must be finite")
+
+
+def _check_values(amount: np.ndarray, ts: np.ndarray) -> None:
+    if not (np.isfinite(amount).all() and (amount >= 0).all()):
+        raise InputError("event amounts must be finite, non-negative numbers")
+    if not np.isfinite(ts).all():
+        raise InputError("event timestamps must be finite")
 
 
 def featurize(inp: FraudInput) -> EventFeatures:
@@ -199,8 +207,10 @@ def _columns(inp: FraudInput) -> _Columns:
     events = [*inp.history, inp.transaction]
     n = len(events)
     ts = np.fromiter((e.timestamp for e in events), np.float64, n)
+    amount = np.fromiter((e.amount for e in events), np.float64, n)
+    _check_values(amount, ts)
     return _Columns(
-        amount=np.fromiter((e.amount for e in events), np.float64, n),
+        amount=amount,
         ts=np.maximum.accumulate(ts),
         channel=_mapped([e.channel for e in events], lambda c: _CHANNEL_INDEX.get(c, NONE_ID)),
         mcc=_mapped([e.mcc for e in events], _mcc_group),
@@ -268,6 +278,8 @@ def _numeric(cols: _Columns) -> tuple[np.ndarray, dict]:
     dt = np.diff(cols.ts, prepend=cols.ts[0])  # (L,)
     hour = (cols.ts % 86400.0) / 3600.0
     prior_10m, prior_1h = _prior_counts(cols.ts, 600.0), _prior_counts(cols.ts, 3600.0)
+    prior_24h = _prior_counts(cols.ts, 86400.0)
+    per_hour = _usual_rate_per_hour(cols.ts)
     small_10m = _prior_counts(cols.ts, 600.0, small)
     merchant_present, merchant_seen = _seen_before_present(cols.merchant)
     has_device, device_seen = _seen_before_present(cols.device)
@@ -291,8 +303,10 @@ def _numeric(cols: _Columns) -> tuple[np.ndarray, dict]:
             np.cos(2 * np.pi * hour / 24.0),
             np.log1p(prior_10m),
             np.log1p(prior_1h),
-            np.log1p(_prior_counts(cols.ts, 86400.0)),
+            np.log1p(prior_24h),
             np.log1p(small_10m),
+            np.log((prior_1h + 1.0) / (per_hour + 1.0)),
+            np.log((prior_24h + 1.0) / (24.0 * per_hour + 1.0)),
             merchant_seen | ~merchant_present,
             has_device,
             device_seen,
@@ -300,6 +314,7 @@ def _numeric(cols: _Columns) -> tuple[np.ndarray, dict]:
             country_codes == home_code,
             country_changed,
             mcc_share[cols.mcc],
+            *_travel_features(cols, country_codes),
             pos_from_end,
             is_last,
         ],
@@ -317,6 +332,50 @@ def _numeric(cols: _Columns) -> tuple[np.ndarray, dict]:
         "log_rel": float(log_rel[-1]),
     }
     return num, facts
+
+
+# Gaps longer than this say only "not recently"; capping keeps the feature's scale bounded.
+_GAP_CAP_HOURS = 24 * 90.0
+
+
+def _log_hours_since(ts: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Per event: log1p(hours) since the latest earlier event with the flag set, capped, (L,)."""
+    last = np.where(flags, ts, -np.inf)
+    prev = np.concatenate([[-np.inf], np.maximum.accumulate(last)[:-1]])
+    return np.log1p(np.minimum((ts - prev) / 3600.0, _GAP_CAP_HOURS))
+
+
+def _previous_flagged(flags: np.ndarray) -> np.ndarray:
+    """Per event: the index of the latest earlier event with the flag set, -1 if none, (L,)."""
+    idx = np.where(flags, np.arange(len(flags)), -1)
+    return np.concatenate([[-1], np.maximum.accumulate(idx)[:-1]])
+
+
+def _log_hours_since_same_country(ts: np.ndarray, country_codes: np.ndarray) -> np.ndarray:
+    gaps = np.full(len(ts), _GAP_CAP_HOURS)
+    for code in np.unique(country_codes):
+        idx = np.flatnonzero(country_codes == code)
+        gaps[idx[1:]] = np.minimum(np.diff(ts[idx]) / 3600.0, _GAP_CAP_HOURS)
+    return np.log1p(gaps)
+
+
+def _travel_features(cols: _Columns, country_codes: np.ndarray) -> list[np.ndarray]:
+    """Where the card was physically used last, how recently this country was seen, flights booked."""
+    present = np.isin(cols.channel, [_CHANNEL_INDEX[c] for c in PRESENT_CHANNELS])
+    prev = _previous_flagged(present)
+    other = (prev >= 0) & (country_codes[np.maximum(prev, 0)] != country_codes)
+    return [
+        _log_hours_since(cols.ts, present),
+        other,
+        _log_hours_since_same_country(cols.ts, country_codes),
+        _log_hours_since(cols.ts, cols.mcc == _MCC_INDEX["airline"]),
+    ]
+
+
+def _usual_rate_per_hour(ts: np.ndarray) -> float:
+    """The customer's average events per hour over the history (at least a day of it)."""
+    span_hours = max((ts[-1] - ts[0]) / 3600.0, 24.0)
+    return (len(ts) - 1) / span_hours
 
 
 def _usual_peak(ts: np.ndarray, prior_1h: np.ndarray) -> float:
