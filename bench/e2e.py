@@ -304,13 +304,10 @@ class E2EFigure:
         return self.tasks / self.seconds
 
     def worker_summary(self) -> str:
-        """Batches the worker formed and how busy its inference thread was (its own metrics)."""
+        """Batches the workers formed and their model time, summed over workers (their own metrics)."""
         if not self.batches:
             return "no worker metrics"
-        return (
-            f"worker mean batch {self.tasks / self.batches:.1f}, model busy "
-            f"{self.compute_s:.1f}s of {self.seconds:.1f}s"
-        )
+        return f"mean batch {self.tasks / self.batches:.1f}, model time {self.compute_s:.1f}s summed over workers"
 
 
 def wait_ready(workers: Sequence[InferqWorker], poll_s: float = 0.01) -> float:
