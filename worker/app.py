@@ -165,8 +165,19 @@ def run_worker(settings: Settings, name: str | None = None, loglevel: str | None
     level = loglevel or settings.log_level
     inferq_logging.configure(level, settings.log_json)
     app.conf.broker_url = settings.redis_url
-    code = app.start(argv=worker_argv(settings, name, level))
-    return int(code or 0)
+    return _celery_main(worker_argv(settings, name, level))
+
+
+def _celery_main(argv: list[str]) -> int:
+    """`celery -A worker.app:app <argv>`, returning the worker's exit code.
+
+    `app.start()`/`worker_main()` drop that code (a worker whose models fail to load would exit
+    0), so this calls Celery's command the way they do and keeps what it returns.
+    """
+    from celery.bin.celery import celery as celery_command
+
+    code = celery_command.main(args=["-A", "worker.app:app", *argv], standalone_mode=False)
+    return code if isinstance(code, int) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,4 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as the importable `worker.app`: the consumer step Celery loads by that name must see the
+    # settings main() resolved, not a second copy of this module's globals.
+    from worker.app import main as _main
+
+    sys.exit(_main())
