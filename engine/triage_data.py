@@ -20,7 +20,7 @@ CLASS_MIX = (0.02, 0.15, 0.45, 0.28, 0.10)
 # Share of examples whose ESI label is moved one level, imitating inter-nurse disagreement (~2-3%).
 LABEL_NOISE = 0.025
 # Share of notes rendered as a transfer summary (several hundred words; most exceed 512 tokens).
-LONG_SHARE = 0.045
+LONG_SHARE = 0.05
 # Share of notes with one to three typos.
 TYPO_SHARE = 0.25
 NEONATE_DAYS = 28
@@ -1263,7 +1263,15 @@ def _history(rng: random.Random, d: _Draft) -> None:
             d.history.append(rng.choice(("no PMH", "UTD on vaccines", "no sig PMH, UTD on shots")))
         return
     k = rng.choice((0, 0, 1, 2, 3)) if d.age < 50 else rng.choice((0, 1, 2, 3, 4))
-    d.history[:0] = rng.sample(_HISTORY, k=k)
+    d.history[:0] = rng.sample(_plausible_history(d), k=k)
+
+
+def _plausible_history(d: _Draft) -> list[str]:
+    """Past history that fits the patient: no BPH in women, no coronary disease in the young."""
+    unlikely = {"BPH"} if d.sex == "F" else set()
+    if d.age < 40:
+        unlikely |= {"CAD s/p PCI", "CHF", "CKD", "BPH"}
+    return [h for h in _HISTORY if h not in unlikely]
 
 
 def _blocked_negations(d: _Draft) -> set[str]:
@@ -1402,7 +1410,7 @@ def _long_note(rng: random.Random, d: _Draft, vis: _Visibility, negatives: list[
         f"HPI: {_age_phrase(rng, d.age, d.sex)} "
         + ". ".join([_chief_complaint(rng, d.pieces[0])] + d.pieces[1:])
         + ".",
-        "PMH: " + ", ".join(d.history + rng.sample(_HISTORY, k=rng.randint(4, 9))) + ".",
+        "PMH: " + ", ".join(d.history + rng.sample(_plausible_history(d), k=rng.randint(3, 6))) + ".",
         "PSH: "
         + ", ".join(
             rng.sample(
@@ -1450,7 +1458,15 @@ def _long_note(rng: random.Random, d: _Draft, vis: _Visibility, negatives: list[
         "ADLs}. "
     )
     sections += [expand(rng, filler) for _ in range(rng.randint(4, 9))]
+    sections.append(_assessment(rng, d, vis))
     return " ".join(sections)
+
+
+def _assessment(rng: random.Random, d: _Draft, vis: _Visibility) -> str:
+    """Transfer summaries close by restating the presenting problem and the last vitals."""
+    last = _vitals_text(rng, {**vis.in_note, **vis.structured})
+    text = "Assessment at transfer: " + _age_phrase(rng, d.age, d.sex) + " with " + d.pieces[0] + "."
+    return text + (f" Last vitals {last}." if last else "")
 
 
 def _arrival(rng: random.Random, c: Complaint) -> str:
@@ -1460,7 +1476,7 @@ def _arrival(rng: random.Random, c: Complaint) -> str:
 def _render(rng: random.Random, d: _Draft, vis: _Visibility, level: int, decision: str) -> TriageExample:
     arrival = _arrival(rng, d.complaint)
     negatives = _negatives(rng, d, _negation_count(rng, d))
-    long = rng.random() < LONG_SHARE
+    long = d.age >= 18 and rng.random() < LONG_SHARE
     note = _long_note(rng, d, vis, negatives) if long else _short_note(rng, d, vis, arrival, negatives)
     tags = [*d.tags, f"rule_{decision}"] + (["long"] if long else [])
     tags += (["vitals_in_note"] if vis.in_note else []) + (["vitals_structured"] if vis.structured else [])

