@@ -329,3 +329,12 @@ def test_the_registered_celery_tasks_run_in_process_too() -> None:
     assert {TASK_TRIAGE, TASK_FRAUD} <= set(app.tasks)
     result = triage_task.apply(kwargs={"request": _triage_request(0)}).get()
     assert 1 <= result["acuity"] <= 5 and len(result["probabilities"]) == 5
+
+
+def test_a_worker_whose_models_do_not_load_never_reports_ready_and_exits_nonzero(
+    spawn_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    broken = spawn_worker("it-broken", INFERQ_MODELS_DIR=str(tmp_path))
+    code = broken.proc.wait(timeout=READY_TIMEOUT_S)
+    assert code != 0, broken.log_tail()
+    assert "ModelLoadError" in broken.log_tail()
