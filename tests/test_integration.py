@@ -132,7 +132,7 @@ def spawn_worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
 def worker(spawn_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
     """The module's worker: both kinds, both lanes; the batch lane waits 50 ms so batches form.
 
-    It takes 8 tasks per fetch and batch, so it holds at most 16 batch-lane tasks and a second
+    It takes 8 tasks per fetch and batch, so it holds at most 24 batch-lane tasks and a second
     worker gets its share of a larger submission.
     """
     process = spawn_worker(
