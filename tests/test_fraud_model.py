@@ -1,0 +1,137 @@
+"""Fraud featurisation, the sequence model, and the shipped checkpoint behind FraudRunner."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.errors import InputError
+from engine.fraud_features import CAT_VOCAB, MAX_HISTORY, N_NUMERIC, Event, FraudInput, featurize
+from engine.fraud_model import FraudModelConfig, FraudTransformer, collate
+from engine.fraud_runner import FraudPrediction, load_fraud
+from engine.fraud_sim import FraudSimulator, SimConfig
+
+MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "fraud"
+T0 = 1.75e9
+HOUR = 3600.0
+
+
+def _grocery_history(n: int, device: str = "phone-1") -> list[Event]:
+    """A steady customer in Germany: groceries, restaurants, an online shop on their own phone."""
+    out = []
+    for i in range(n):
+        t = T0 + i * 9 * HOUR
+        if i % 5 == 4:
+            out.append(Event(28.0 + i % 7, "EUR", "5999", "ecommerce", "DE", t, f"DE-5999-{i % 3:03d}", device))
+        else:
+            mcc = "5411" if i % 2 else "5812"
+            out.append(Event(40.0 + i % 11, "EUR", mcc, "contactless", "DE", t, f"DE-{mcc}-{i % 4:03d}", None))
+    return out
+
+
+def _grocery(history: list[Event]) -> FraudInput:
+    t = history[-1].timestamp + 20 * HOUR
+    return FraudInput(history, Event(43.5, "EUR", "5411", "contactless", "DE", t, "DE-5411-001", None))
+
+
+def _card_testing(history: list[Event]) -> FraudInput:
+    t = history[-1].timestamp + 20 * HOUR
+    burst = [
+        Event(0.5 + 0.2 * k, "USD", "5999", "ecommerce", "US", t + 40.0 * k, f"US-5999-{k + 20:03d}", "bot-9")
+        for k in range(8)
+    ]
+    txn = Event(1450.0, "USD", "5732", "ecommerce", "US", t + 600.0, "US-5732-044", "bot-9")
+    return FraudInput(history + burst, txn)
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return load_fraud(MODEL_DIR, device="cpu")
+
+
+def test_featurize_shapes_and_vocabulary_ranges():
+    feats = featurize(_grocery(_grocery_history(50)))
+    assert feats.cat.shape == (51, len(CAT_VOCAB)) and feats.cat.dtype == torch.int64
+    assert feats.num.shape == (51, N_NUMERIC) and feats.num.dtype == torch.float32
+    assert torch.isfinite(feats.num).all()
+    for col, vocab in enumerate(CAT_VOCAB):
+        assert int(feats.cat[:, col].min()) >= 1 and int(feats.cat[:, col].max()) < vocab
+
+
+def test_full_history_featurizes_in_milliseconds():
+    inp = FraudSimulator(SimConfig(seed=2, lengths=((MAX_HISTORY, MAX_HISTORY, 1.0),))).example(0).input
+    featurize(inp)
+    start = time.perf_counter()
+    feats = featurize(inp)
+    elapsed = time.perf_counter() - start
+    assert feats.cat.shape[0] == MAX_HISTORY + 1
+    # A few ms when the machine is idle; the bound leaves room for a busy CI runner.
+    assert elapsed < 0.05
+
+
+def test_too_long_history_is_refused():
+    history = _grocery_history(MAX_HISTORY + 1)
+    with pytest.raises(InputError):
+        featurize(_grocery(history))
+
+
+def test_reason_codes_name_the_pattern():
+    assert "card_testing" in featurize(_card_testing(_grocery_history(60))).reasons
+    history = _grocery_history(60)
+    takeover = FraudInput(
+        history, Event(900.0, "RON", "4829", "ecommerce", "RO", history[-1].timestamp + HOUR, "RO-4829-001", "new-9")
+    )
+    reasons = featurize(takeover).reasons
+    assert {"new_device", "unusual_country", "unusual_category"} <= set(reasons)
+    assert featurize(_grocery(history)).reasons == []
+
+
+@pytest.mark.parametrize("attention", ["sparse", "dense"])
+def test_left_padding_does_not_change_a_score(attention):
+    torch.manual_seed(0)
+    model = FraudTransformer(FraudModelConfig(attention=attention, n_global=8)).eval()
+    short = featurize(_grocery(_grocery_history(30)))
+    long = featurize(_card_testing(_grocery_history(200)))
+    with torch.no_grad():
+        alone = model(*collate([(short.cat, short.num)], 64))
+        batched = model(*collate([(long.cat, long.num), (short.cat, short.num)], 64))
+    assert batched.shape == (2,)
+    torch.testing.assert_close(batched[1], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_shipped_checkpoint_loads_with_thresholds(runner):
+    assert runner.name == "fraud-sparse-transformer"
+    assert len(runner.version) == 12
+    assert 0.0 < runner.thresholds["review"] <= runner.thresholds["decline"] < 1.0
+    stored = json.loads((MODEL_DIR / "thresholds.json").read_text())
+    assert runner.thresholds["review"] == stored["review"]
+
+
+def test_card_testing_burst_scores_above_a_grocery_purchase(runner):
+    history = _grocery_history(120)
+    grocery, testing = runner.run([runner.prepare(_grocery(history)), runner.prepare(_card_testing(history))])
+    assert isinstance(grocery, FraudPrediction)
+    assert testing.score > grocery.score
+    assert testing.score >= runner.thresholds["review"]
+    assert "card_testing" in testing.reasons
+
+
+def test_outputs_come_back_in_input_order_with_mixed_lengths():
+    runner = load_fraud(MODEL_DIR, device="cpu")
+    runner.token_budget = 4096  # forces several sub-batches
+    sizes = [3000, 20, 700, 1, 64, 65, 1500]
+    inputs = [
+        _grocery(_grocery_history(n)) if i % 2 else _card_testing(_grocery_history(n)) for i, n in enumerate(sizes)
+    ]
+    prepared = [runner.prepare(inp) for inp in inputs]
+    assert [p.n_tokens for p in prepared] == [n + 1 if i % 2 else n + 9 for i, n in enumerate(sizes)]
+    batched = runner.run(prepared)
+    one_by_one = [runner.run([p])[0] for p in prepared]
+    assert [p.reasons for p in batched] == [p.reasons for p in one_by_one]
+    for b, s in zip(batched, one_by_one, strict=True):
+        assert b.score == pytest.approx(s.score, abs=1e-5)
+    runner.warmup()
