@@ -54,7 +54,7 @@ PYEOF
 cat "$OUT/env.txt" | tee -a "$OUT/summary.txt"
 
 step parity 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_bert.py tests/test_precision.py tests/test_runners.py
-step engine 240 "$PY" -m bench.engine --device cuda --json "$OUT/engine.json"
+step engine 240 "$PY" -m bench.engine --device cuda --quick --json "$OUT/engine.json"
 if [ -f bench/sparse.py ]; then
     step sparse 110 "$PY" bench/sparse.py --device cuda
 fi
