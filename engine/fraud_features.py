@@ -269,69 +269,91 @@ def _prior_counts(ts: np.ndarray, window_s: float, flags: np.ndarray | None = No
 
 
 def _numeric(cols: _Columns) -> tuple[np.ndarray, dict]:
+    """Per-event numeric features (L, N_NUMERIC) in NUMERIC_FEATURES order, and the reason facts."""
+    country_codes = _first_seen_codes(cols.country)
+    feats = (
+        _amount_features(cols)
+        | _time_features(cols)
+        | _velocity_features(cols)
+        | _identity_features(cols, country_codes)
+        | _travel_features(cols, country_codes)
+    )
+    num = np.stack([feats[name] for name in NUMERIC_FEATURES], axis=1).astype(np.float32)  # (L, N_NUMERIC)
+    return num, _facts(cols, feats, country_codes)
+
+
+def _amount_features(cols: _Columns) -> dict[str, np.ndarray]:
     n = len(cols.amount)
-    hist = slice(0, n - 1)
-    median = float(np.median(cols.amount[hist])) if n > 1 else float(cols.amount[-1])
-    log_rel = np.clip(np.log((cols.amount + 0.01) / (median + 0.01)), -6.0, 6.0)
-    small = cols.amount < SMALL_AMOUNT
-    small_cnp = small & (cols.channel == _CHANNEL_INDEX["ecommerce"])
-    dt = np.diff(cols.ts, prepend=cols.ts[0])  # (L,)
+    median = float(np.median(cols.amount[: n - 1])) if n > 1 else float(cols.amount[-1])
+    return {
+        "log_amount": np.log1p(cols.amount),
+        "log_amount_vs_median": np.clip(np.log((cols.amount + 0.01) / (median + 0.01)), -6.0, 6.0),
+        "small_amount": cols.amount < SMALL_AMOUNT,
+    }
+
+
+def _time_features(cols: _Columns) -> dict[str, np.ndarray]:
+    n = len(cols.ts)
     hour = (cols.ts % 86400.0) / 3600.0
-    prior_10m, prior_1h = _prior_counts(cols.ts, 600.0), _prior_counts(cols.ts, 3600.0)
-    prior_24h = _prior_counts(cols.ts, 86400.0)
+    return {
+        "log_minutes_since_prev": np.log1p(np.diff(cols.ts, prepend=cols.ts[0]) / 60.0),
+        "is_first": np.arange(n) == 0,
+        "hour_sin": np.sin(2 * np.pi * hour / 24.0),
+        "hour_cos": np.cos(2 * np.pi * hour / 24.0),
+        "pos_from_end": np.log1p(np.arange(n - 1, -1, -1)) / _LOG_MAX_POS,
+        "is_transaction": np.arange(n) == n - 1,
+    }
+
+
+def _velocity_features(cols: _Columns) -> dict[str, np.ndarray]:
+    prior_1h, prior_24h = _prior_counts(cols.ts, 3600.0), _prior_counts(cols.ts, 86400.0)
     per_hour = _usual_rate_per_hour(cols.ts)
-    small_10m = _prior_counts(cols.ts, 600.0, small)
+    return {
+        "log_prior_10m": np.log1p(_prior_counts(cols.ts, 600.0)),
+        "log_prior_1h": np.log1p(prior_1h),
+        "log_prior_24h": np.log1p(prior_24h),
+        "log_small_prior_10m": np.log1p(_prior_counts(cols.ts, 600.0, cols.amount < SMALL_AMOUNT)),
+        "log_1h_vs_usual": np.log((prior_1h + 1.0) / (per_hour + 1.0)),
+        "log_24h_vs_usual": np.log((prior_24h + 1.0) / (24.0 * per_hour + 1.0)),
+    }
+
+
+def _identity_features(cols: _Columns, country_codes: np.ndarray) -> dict[str, np.ndarray]:
+    n = len(cols.ts)
+    history = slice(0, max(n - 1, 1))  # the transaction alone stands for an empty history
     merchant_present, merchant_seen = _seen_before_present(cols.merchant)
     has_device, device_seen = _seen_before_present(cols.device)
-    country_codes = _first_seen_codes(cols.country)
-    country_seen = _seen_before(cols.country)
-    home_code = int(np.bincount(country_codes[hist] if n > 1 else country_codes).argmax())
-    mcc_share = np.bincount(cols.mcc[hist], minlength=CAT_VOCAB[0]) / max(1, n - 1)
+    home_code = int(np.bincount(country_codes[history]).argmax())
+    mcc_share = np.bincount(cols.mcc[: n - 1], minlength=CAT_VOCAB[0]) / max(1, n - 1)
     country_changed = np.zeros(n, dtype=bool)
     country_changed[1:] = country_codes[1:] != country_codes[:-1]
-    pos_from_end = np.log1p(np.arange(n - 1, -1, -1)) / _LOG_MAX_POS
-    is_last = np.zeros(n, dtype=bool)
-    is_last[-1] = True
-    num = np.stack(
-        [
-            np.log1p(cols.amount),
-            log_rel,
-            small,
-            np.log1p(dt / 60.0),
-            np.arange(n) == 0,
-            np.sin(2 * np.pi * hour / 24.0),
-            np.cos(2 * np.pi * hour / 24.0),
-            np.log1p(prior_10m),
-            np.log1p(prior_1h),
-            np.log1p(prior_24h),
-            np.log1p(small_10m),
-            np.log((prior_1h + 1.0) / (per_hour + 1.0)),
-            np.log((prior_24h + 1.0) / (24.0 * per_hour + 1.0)),
-            merchant_seen | ~merchant_present,
-            has_device,
-            device_seen,
-            country_seen,
-            country_codes == home_code,
-            country_changed,
-            mcc_share[cols.mcc],
-            *_travel_features(cols, country_codes),
-            pos_from_end,
-            is_last,
-        ],
-        axis=1,
-    ).astype(np.float32)  # (L, N_NUMERIC)
-    facts = {
-        "n_history": n - 1,
+    return {
+        "merchant_seen": merchant_seen | ~merchant_present,
+        "has_device": has_device,
+        "device_seen": device_seen,
+        "country_seen": _seen_before(cols.country),
+        "home_country": country_codes == home_code,
+        "country_changed": country_changed,
+        "mcc_share": mcc_share[cols.mcc],
+    }
+
+
+def _facts(cols: _Columns, feats: dict[str, np.ndarray], country_codes: np.ndarray) -> dict:
+    """What the reason codes are decided from: facts about the transaction, the last event."""
+    small_cnp = feats["small_amount"] & (cols.channel == _CHANNEL_INDEX["ecommerce"])
+    has_device, device_seen = feats["has_device"], feats["device_seen"]
+    prior_1h = _prior_counts(cols.ts, 3600.0)
+    return {
+        "n_history": len(cols.ts) - 1,
         "small_cnp_30m": int(_prior_counts(cols.ts, 1800.0, small_cnp)[-1]),
         "new_device": bool(has_device[-1] and not device_seen[-1] and has_device[:-1].any()),
-        "new_country": bool(n > 1 and not country_seen[-1]),
+        "new_country": bool(len(cols.ts) > 1 and not feats["country_seen"][-1]),
         "impossible_travel": _impossible_travel(cols, country_codes),
         "prior_1h": int(prior_1h[-1]),
         "usual_peak_1h": _usual_peak(cols.ts, prior_1h),
-        "mcc_share": float(mcc_share[cols.mcc[-1]]),
-        "log_rel": float(log_rel[-1]),
+        "mcc_share": float(feats["mcc_share"][-1]),
+        "log_rel": float(feats["log_amount_vs_median"][-1]),
     }
-    return num, facts
 
 
 # Gaps longer than this say only "not recently"; capping keeps the feature's scale bounded.
@@ -359,17 +381,17 @@ def _log_hours_since_same_country(ts: np.ndarray, country_codes: np.ndarray) -> 
     return np.log1p(gaps)
 
 
-def _travel_features(cols: _Columns, country_codes: np.ndarray) -> list[np.ndarray]:
+def _travel_features(cols: _Columns, country_codes: np.ndarray) -> dict[str, np.ndarray]:
     """Where the card was physically used last, how recently this country was seen, flights booked."""
     present = np.isin(cols.channel, [_CHANNEL_INDEX[c] for c in PRESENT_CHANNELS])
     prev = _previous_flagged(present)
     other = (prev >= 0) & (country_codes[np.maximum(prev, 0)] != country_codes)
-    return [
-        _log_hours_since(cols.ts, present),
-        other,
-        _log_hours_since_same_country(cols.ts, country_codes),
-        _log_hours_since(cols.ts, cols.mcc == _MCC_INDEX["airline"]),
-    ]
+    return {
+        "log_hours_since_present": _log_hours_since(cols.ts, present),
+        "prev_present_other_country": other,
+        "log_hours_since_same_country": _log_hours_since_same_country(cols.ts, country_codes),
+        "log_hours_since_airline": _log_hours_since(cols.ts, cols.mcc == _MCC_INDEX["airline"]),
+    }
 
 
 def _usual_rate_per_hour(ts: np.ndarray) -> float:
