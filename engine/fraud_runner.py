@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,7 @@ class FraudRunner:
         """Featurise one input; raises engine.errors.InputError for one the model cannot take."""
         return PreparedFraud(featurize(item))
 
-    def run(self, batch: list[PreparedFraud]) -> list[FraudPrediction]:
+    def run(self, batch: Sequence[PreparedFraud]) -> list[FraudPrediction]:
         """One prediction per prepared input, in input order."""
         out: list[FraudPrediction | None] = [None] * len(batch)
         for idx in self._plan(batch):
@@ -87,7 +88,7 @@ class FraudRunner:
         txn = Event(35.0, "EUR", "5812", "contactless", "DE", t + 3600.0 * 101, "n", None)
         self.run([self.prepare(FraudInput(history, txn)), self.prepare(FraudInput(history[:5], txn))])
 
-    def _plan(self, batch: list[PreparedFraud]) -> list[list[int]]:
+    def _plan(self, batch: Sequence[PreparedFraud]) -> list[list[int]]:
         """Length-sorted sub-batches whose padded events (longest x count) fit the token budget."""
         padded = [padded_length(p.n_tokens, self.model.cfg.block_size) for p in batch]
         return plan_batches(padded, self.token_budget, self.max_batch_size)

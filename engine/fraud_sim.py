@@ -184,6 +184,10 @@ class _Stream:
             self.device.append(e.device_id)
 
 
+Rng = np.random.Generator
+Scenario = tuple[list[Event], Event]  # (history oldest first, transaction to score)
+
+
 def merchant_id(country: str, mcc: str, number: int) -> str:
     return f"{country}-{mcc}-{number:03d}"
 
@@ -400,11 +404,11 @@ def _typical(profile: _Profile, mcc: str) -> float:
 # --- legitimate scenarios ---------------------------------------------------------------------
 
 
-def _legit(rng, profile, n, world):
+def _legit(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     return _ordinary(rng, profile, n)
 
 
-def _legit_travel(rng, profile, n, world):
+def _legit_travel(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     stream, t = _base(rng, profile, n)
     dest = _trip(rng, profile, stream, t - float(rng.uniform(0.3, 6)) * DAY, t + DAY)
     m = str(rng.choice(TRAVEL_MCCS, p=TRAVEL_WEIGHTS))
@@ -412,7 +416,7 @@ def _legit_travel(rng, profile, n, world):
     return stream.events(), _event(rng, dest, m, channel, MEDIAN_AMOUNT[m] * rng.lognormal(0, 0.6), t)
 
 
-def _legit_new_device(rng, profile, n, world):
+def _legit_new_device(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     stream, t = _base(rng, profile, n)
     m = str(rng.choice(["5999", "5311", "5815", "4121"]))
     amount = _typical(profile, m) * rng.lognormal(0, 0.5)
@@ -420,14 +424,14 @@ def _legit_new_device(rng, profile, n, world):
     return stream.events(), _event(rng, _home_at(profile, [t])[0], m, "ecommerce", amount, t, device=device)
 
 
-def _legit_big_purchase(rng, profile, n, world):
+def _legit_big_purchase(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     stream, t = _base(rng, profile, n)
     m = str(rng.choice(["5732", "5311"]))
     amount = _typical(profile, m) * rng.uniform(3, 12)
     return stream.events(), _event(rng, _home_at(profile, [t])[0], m, "card_present", amount, t)
 
 
-def _shopping(rng, profile, country: str, count: int, t: float, span: float) -> list[Event]:
+def _shopping(rng: Rng, profile: _Profile, country: str, count: int, t: float, span: float) -> list[Event]:
     times = np.sort(t - rng.uniform(60, span, count))
     out = []
     for ts in times:
@@ -436,7 +440,7 @@ def _shopping(rng, profile, country: str, count: int, t: float, span: float) -> 
     return out
 
 
-def _legit_spree(rng, profile, n, world):
+def _legit_spree(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     count = int(rng.integers(3, 7))
     stream, t = _base(rng, profile, max(n - count, 1))
     home = _home_at(profile, [t])[0]
@@ -444,7 +448,7 @@ def _legit_spree(rng, profile, n, world):
     return stream.events(), _shopping(rng, profile, home, 1, t + 120, 60)[0]
 
 
-def _legit_small_charges(rng, profile, n, world):
+def _legit_small_charges(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     count = int(rng.integers(2, 5))
     stream, t = _base(rng, profile, max(n - count, 1) + 1)
     txn = stream.pop_last()
@@ -460,7 +464,7 @@ def _legit_small_charges(rng, profile, n, world):
     return stream.events(), txn
 
 
-def _visit(rng, profile, stream: _Stream, world: _World, t: float) -> None:
+def _visit(rng: Rng, profile: _Profile, stream: _Stream, world: _World, t: float) -> None:
     """Turn one event 2-30 days before t into a card-present visit to a compromised merchant."""
     if not len(stream):
         return
@@ -474,14 +478,14 @@ def _visit(rng, profile, stream: _Stream, world: _World, t: float) -> None:
     stream.amount[i] = round(_typical(profile, mcc) * float(rng.lognormal(0, 0.4)), 2)
 
 
-def _legit_compromised_visit(rng, profile, n, world):
+def _legit_compromised_visit(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     history, txn = _ordinary(rng, profile, n)
     stream = _stream_of(history)
     _visit(rng, profile, stream, world, txn.timestamp)
     return stream.events(), txn
 
 
-def _legit_moved(rng, profile, n, world):
+def _legit_moved(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     new_home = str(rng.choice([c for c in HOME_COUNTRIES if c != profile.home]))
     profile.moved = (END_TIME - float(rng.uniform(65, 300)) * DAY, new_home)
     return _ordinary(rng, profile, n)
@@ -496,11 +500,11 @@ def _stream_of(events: list[Event]) -> _Stream:
 # --- fraud patterns ---------------------------------------------------------------------------
 
 
-def _fraud_device(rng) -> str:
+def _fraud_device(rng: Rng) -> str:
     return f"dev-fx-{rng.integers(1 << 40)}"
 
 
-def _card_testing(rng, profile, n, world):
+def _card_testing(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     count = int(rng.integers(3, 11))
     stream, t = _base(rng, profile, max(n - count, 1))
     device = _fraud_device(rng) if rng.random() < 0.5 else None
@@ -525,7 +529,7 @@ def _card_testing(rng, profile, n, world):
     return stream.events(), txn
 
 
-def _account_takeover(rng, profile, n, world):
+def _account_takeover(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     stream, t = _base(rng, profile, n)
     home = _home_at(profile, [t])[0]
     country = str(rng.choice(FRAUD_COUNTRIES + TRAVEL_COUNTRIES)) if rng.random() < 0.8 else home
@@ -534,7 +538,7 @@ def _account_takeover(rng, profile, n, world):
     return stream.events(), _event(rng, country, m, "ecommerce", amount, t, device=_fraud_device(rng))
 
 
-def _compromised_merchant(rng, profile, n, world):
+def _compromised_merchant(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     stream, t = _base(rng, profile, n)
     _visit(rng, profile, stream, world, t)
     home = _home_at(profile, [t])[0]
@@ -548,7 +552,7 @@ def _compromised_merchant(rng, profile, n, world):
     )
 
 
-def _velocity(rng, profile, n, world):
+def _velocity(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     count = int(rng.integers(5, 13))
     stream, t = _base(rng, profile, max(n - count, 1))
     home = _home_at(profile, [t])[0]
@@ -562,7 +566,7 @@ def _velocity(rng, profile, n, world):
     return stream.events(), _event(rng, home, m, "card_present", _typical(profile, m) * float(rng.uniform(0.5, 3)), t)
 
 
-def _geo_impossible(rng, profile, n, world):
+def _geo_impossible(rng: Rng, profile: _Profile, n: int, world: _World) -> Scenario:
     stream, t = _base(rng, profile, max(n - 1, 1))
     home = _home_at(profile, [t])[0]
     gap = float(rng.uniform(0.3, 5)) * HOUR

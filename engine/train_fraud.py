@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from engine.batching import plan_batches
-from engine.fraud_features import CHANNELS, MAX_HISTORY, MCC_GROUPS, SMALL_AMOUNT, FraudInput, featurize
+from engine.fraud_features import CHANNELS, MAX_HISTORY, MCC_GROUPS, SMALL_AMOUNT, Event, FraudInput, featurize
 from engine.fraud_model import FraudModelConfig, FraudTransformer, bce_loss, collate, padded_length
 from engine.fraud_sim import FraudSimulator, SimConfig
 
@@ -127,7 +129,7 @@ def aggregate_features(inp: FraudInput) -> tuple[np.ndarray, set[str]]:
     return np.asarray([f[k] for k in AGG_FEATURES], dtype=np.float64), recent
 
 
-def _velocity(f: dict, h: list, amt: np.ndarray, ts: np.ndarray, t: float) -> None:
+def _velocity(f: dict[str, float], h: list[Event], amt: np.ndarray, ts: np.ndarray, t: float) -> None:
     for name, sec in (("count_10m", 600), ("count_1h", 3600), ("count_24h", DAY), ("count_7d", 7 * DAY)):
         f[name] = int(_windows(ts, t, sec).sum())
     f["count_1h_vs_usual"] = f["count_1h"] / (f["rate_per_day"] / 24 + 0.1)
@@ -144,7 +146,7 @@ def _velocity(f: dict, h: list, amt: np.ndarray, ts: np.ndarray, t: float) -> No
     f["log_minutes_since_last"] = math.log1p(max(t - ts[-1], 0.0) / 60) if len(ts) else 12.0
 
 
-def _identity(f: dict, h: list, x, countries: list[str], home: str) -> None:
+def _identity(f: dict[str, float], h: list[Event], x: Event, countries: list[str], home: str) -> None:
     devices = {e.device_id for e in h if e.device_id}
     f["has_device"] = float(x.device_id is not None)
     f["new_device"] = float(x.device_id is not None and bool(devices) and x.device_id not in devices)
@@ -166,7 +168,7 @@ def _identity(f: dict, h: list, x, countries: list[str], home: str) -> None:
     f["hour_deviation"] = abs(math.remainder(f["hour"] - mean_angle * 12 / np.pi, 24.0))
 
 
-def _travel(f: dict, h: list, ts: np.ndarray, x, home: str) -> None:
+def _travel(f: dict[str, float], h: list[Event], ts: np.ndarray, x: Event, home: str) -> None:
     present = [e for e in h if e.channel in ("card_present", "contactless", "atm") and e.country != x.country]
     f["hours_since_present_elsewhere"] = (x.timestamp - present[-1].timestamp) / 3600 if present else 1e4
     month = [e for e in h if e.timestamp >= x.timestamp - 30 * DAY]
@@ -258,7 +260,13 @@ def train_transformer(cfg: FraudModelConfig, train: Split, tc: TrainConfig) -> t
     return model.eval(), {"steps": steps, "planned_steps": total, "train_seconds": round(wall, 1)}
 
 
-def _step(model, opt, sched, batch: tuple[torch.Tensor, ...], label: np.ndarray) -> float:
+def _step(
+    model: FraudTransformer,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    batch: tuple[torch.Tensor, ...],
+    label: np.ndarray,
+) -> float:
     model.train()
     loss = bce_loss(model(*batch), torch.as_tensor(label))
     opt.zero_grad(set_to_none=True)
@@ -282,9 +290,7 @@ def predict(model: FraudTransformer, split: Split, token_budget: int = 32768) ->
 # --- trees -------------------------------------------------------------------------------------
 
 
-def train_trees(train: Split, seed: int):
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
+def train_trees(train: Split, seed: int) -> HistGradientBoostingClassifier:
     cats = [AGG_FEATURES.index(c) for c in CATEGORICAL_AGG]
     model = HistGradientBoostingClassifier(
         max_iter=400, learning_rate=0.05, max_leaf_nodes=31, categorical_features=cats,
@@ -311,8 +317,6 @@ def threshold_at_fpr(scores: np.ndarray, label: np.ndarray, fpr: float) -> float
 
 
 def metrics(scores: np.ndarray, split: Split) -> dict:
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     y = split.label
     t1 = threshold_at_fpr(scores, y, 0.01)
     return {
@@ -330,8 +334,6 @@ LENGTH_BUCKETS = ((0, 512), (513, MAX_HISTORY))
 
 
 def by_length(scores: np.ndarray, split: Split) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score
-
     out = {}
     history = split.lengths - 1
     for low, high in LENGTH_BUCKETS:
