@@ -58,7 +58,8 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
 
 def cpu_has_bf16(flags: Iterable[str]) -> bool:
     """AVX512-BF16 or AMX-BF16 give bf16 matmuls that beat fp32; without them bf16 is emulated."""
-    return any(flag in set(flags) for flag in CPU_BF16_FLAGS)
+    present = set(flags)
+    return any(flag in present for flag in CPU_BF16_FLAGS)
 
 
 def policy_available(policy: str, device: torch.device, flags: Iterable[str] | None = None) -> PolicyChoice:
@@ -69,8 +70,9 @@ def policy_available(policy: str, device: torch.device, flags: Iterable[str] | N
         return PolicyChoice("fp32", "fp32 runs everywhere")
     if policy == "bf16":
         return _bf16_available(device, flags)
-    return PolicyChoice("int8", "int8 feed-forward via torch._int_mm" if device.type == "cuda"
-                        else "int8 feed-forward via the x86 dynamic quantized linear")
+    kernel = default_int8_kernel(device)
+    return PolicyChoice("int8", "int8 feed-forward via " + ("torch._int_mm" if kernel == "int_mm"
+                                                            else "the x86 dynamic quantized linear"))
 
 
 def _bf16_available(device: torch.device, flags: Iterable[str] | None) -> PolicyChoice:
@@ -173,7 +175,10 @@ def _reduce_range() -> bool:
 
 
 def default_int8_kernel(device: torch.device) -> str:
-    return "int_mm" if device.type == "cuda" else "x86"
+    """The x86 kernel on x86 CPUs (faster there); torch._int_mm on CUDA and on other CPUs."""
+    if device.type == "cpu" and "x86" in torch.backends.quantized.supported_engines:
+        return "x86"
+    return "int_mm"
 
 
 def ffn_linear_names(model: nn.Module) -> list[str]:
