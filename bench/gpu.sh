@@ -51,7 +51,11 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch
 if torch.cuda.is_available():
     print("device", torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())
 PYEOF
-cat "$OUT/env.txt" | tee -a "$OUT/summary.txt"
+tee -a "$OUT/summary.txt" <"$OUT/env.txt"
+if ! "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+    echo "no CUDA device: nothing to run" | tee -a "$OUT/summary.txt"
+    exit 2
+fi
 
 step parity 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_bert.py tests/test_precision.py tests/test_runners.py
 step engine 240 "$PY" -m bench.engine --device cuda --quick --json "$OUT/engine.json"
