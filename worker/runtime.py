@@ -12,6 +12,7 @@ posts, acks and gives back what was fetched but not started.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import queue
 import socket
@@ -164,6 +165,10 @@ class WorkerRuntime:
             model.warmup()
             log.info("model.ready", kind=kind, model=model.model_id, warmup_ms=_ms_since(started))
         self._ingress.ensure_groups(self.settings.lanes)
+        # Everything loaded so far (torch, models, tokenizers) lives as long as the process; frozen,
+        # a full collection no longer walks it. Unfrozen, one such collection stalled every
+        # thread for ~200 ms: realtime fraud p99 205-218 ms against 10-11 ms frozen (100 tasks/s).
+        gc.freeze()
         self._spawn("inferq-publisher", self._publish_loop)
         self._spawn("inferq-inference", self._inference_loop)
         self._spawn("inferq-preparer", self._prepare_loop)
