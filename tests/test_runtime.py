@@ -493,3 +493,14 @@ def _wait(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def test_a_kind_no_worker_serves_is_dead_lettered_by_the_delivery_count(
+    redis_client: redis.Redis, runtime_factory: Callable[..., WorkerRuntime]
+) -> None:
+    _submit(redis_client, TASK_TRIAGE, "unserved", {"tenant": "ed", "note": "wheezing"})
+    runtime_factory(models={"fraud": FraudModel(TinyFraudRunner(), 0.5, 0.9)}, max_deliveries=2)
+    found = _results(redis_client, "triage", 1)
+    assert found["unserved"].error is not None and found["unserved"].error.code.value == "too_many_deliveries"
+    letters = _entries(redis_client, DEADLETTER_STREAM)
+    assert [fields["task_id"] for _, fields in letters] == ["unserved"] and letters[0][1]["deliveries"] == "3"
