@@ -386,6 +386,8 @@ def test_triage_text_carries_the_structured_fields_and_results_count_acuity_from
     assert isinstance(request, TriageRequest)
     model = TriageModel(TinyTriageRunner())
     assert model.engine_input(request) == "age 67 F | HR 112 | sob"
+    arrived = parse_request("triage", {"tenant": "ed", "note": "sob", "arrival_mode": "walk_in"})
+    assert model.engine_input(arrived) == "walk-in | sob"  # spelled as the training notes spell it
     result = model.to_result(TextPrediction([0.1, 0.6, 0.1, 0.1, 0.1], 1, 2, True))
     assert result.acuity == 2 and result.chunks == 2 and result.truncated
 

@@ -159,6 +159,17 @@ def reason_codes(engine_reasons: Sequence[str]) -> list[ReasonCode]:
     return [ReasonCode(name) for name in engine_reasons if name in known]
 
 
+# Contract arrival codes as the triage text spells them, the way intake notes (and the training
+# notes) write them; an unknown spelling would be a word the model never saw in that position.
+ARRIVAL_PHRASES: dict[str, str] = {
+    "walk_in": "walk-in",
+    "ems": "EMS",
+    "transfer": "transfer",
+    "police": "police",
+    "other": "other",
+}
+
+
 def triage_input(request: TriageRequest) -> TriageInput:
     vitals: dict[str, float | None] = {}
     if request.vitals is not None:
@@ -168,7 +179,7 @@ def triage_input(request: TriageRequest) -> TriageInput:
         age_years=request.age,
         sex=request.sex,
         vitals=vitals,
-        arrival_mode=request.arrival_mode,
+        arrival_mode=ARRIVAL_PHRASES[request.arrival_mode] if request.arrival_mode else None,
     )
 
 
