@@ -10,11 +10,12 @@ One run on one machine, real worker processes (`python -m worker.app`) over a re
   (b) inferq end to end at saturation: a backlog pre-loaded on the lane, one worker started on
       it, timed from the moment it reports ready to the last result read by the producer;
   (c) the naive baseline (`bench/naive_celery.py`): stock Celery, kombu's Redis list transport,
-      one task per forward pass, the same models;
+      one task per forward pass, the same models, two prefork processes, against inferq with two
+      worker processes;
   (d) realtime fraud latency (submit to result at the producer) at a steady rate while a triage
       backlog drains, a realtime fraud worker and a batch triage worker in separate processes
       with one torch thread each;
-  (e) batch-lane fraud throughput end to end with 128-event histories.
+  (e) batch-lane fraud throughput end to end with 128-event histories, two worker processes.
 
 Everything runs in one Redis database (flushed before and after) that nothing else may use.
 """
