@@ -23,6 +23,7 @@ Everything runs in one Redis database (flushed before and after) that nothing el
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -598,9 +599,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("INFERQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11"),
         help="a Redis database the benchmark may flush (default db 11)",
     )
+    parser.add_argument(
+        "--latency-only", type=float, metavar="RATE", help="run only (d), at RATE fraud tasks per second"
+    )
     args = parser.parse_args(argv)
+    scale = QUICK if args.quick else FULL
     try:
-        run(args.redis_url, QUICK if args.quick else FULL)
+        if args.latency_only is not None:
+            scale = dataclasses.replace(scale, fraud_rate=args.latency_only)
+            log_dir = Path(tempfile.mkdtemp(prefix="inferq-bench-"))
+            report_latency(realtime_latency(args.redis_url, scale, log_dir), scale)
+        else:
+            run(args.redis_url, scale)
     finally:
         redis.Redis.from_url(args.redis_url).flushdb()
     return 0
