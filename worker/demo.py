@@ -8,6 +8,7 @@ the `invalid` path and exactly-once answering.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -19,19 +20,19 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
-from worker import embedded
+from worker import embedded, samples
 from worker.config import Settings
 from worker.constants import RESULT_MESSAGE, RESULTS_PREFIX
 
+# XREAD's reply on a decode_responses connection: [(stream, [(entry id, fields)])].
+_StreamReply = list[tuple[str, list[tuple[str, dict[str, str]]]]] | None
 _READY_TIMEOUT_S = 240.0  # two workers loading models on a small, busy machine
 _DRAIN_TIMEOUT_S = 30.0
-_ARRIVAL = {"walk-in": "walk_in", "private vehicle": "walk_in", "wheelchair": "walk_in", "EMS": "ems"}
 
 
 @dataclass
@@ -101,67 +102,20 @@ def _wait_ready(workers: list[_WorkerProc]) -> None:
         time.sleep(0.25)
 
 
-def _rfc3339(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _event(ev: Any, shift_s: float) -> dict[str, Any]:
-    out = {
-        "amount": round(float(ev.amount), 2),
-        "currency": ev.currency,
-        "mcc": ev.mcc,
-        "channel": ev.channel,
-        "country": ev.country,
-        "timestamp": _rfc3339(ev.timestamp + shift_s),
-    }
-    if ev.merchant_id:
-        out["merchant_id"] = ev.merchant_id
-    if ev.device_id:
-        out["device_id"] = ev.device_id
-    return out
-
-
 def _fraud_requests(seed: int) -> Iterator[dict[str, Any]]:
     from engine.fraud_sim import FraudSimulator, SimConfig
 
-    # Short histories keep the demo's payloads small; the model reads up to 4,096 events.
     # 2% fraud: rarer than the enriched training mix, common enough that declines show in a minute.
+    # Short histories keep the demo's payloads small; the model reads up to 4,096 events.
     sim = FraudSimulator(SimConfig(seed=seed, fraud_rate=0.02, lengths=((16, 256, 1.0),)))
-    index = 0
-    while True:
-        example = sim.example(index).input
-        index += 1
-        shift = time.time() - example.transaction.timestamp
-        yield {
-            "tenant": "demo-issuer",
-            "transaction": _event(example.transaction, shift),
-            "history": [_event(e, shift) for e in example.history],
-        }
-
-
-def _triage_requests(seed: int) -> Iterator[dict[str, Any]]:
-    from engine.triage_data import generate
-
-    while True:
-        for ex in generate(200, seed):
-            request: dict[str, Any] = {"tenant": "demo-hospital", "note": ex.note}
-            if ex.age_years is not None:
-                request["age"] = round(float(ex.age_years), 3)
-            if ex.sex:
-                request["sex"] = ex.sex
-            if ex.arrival_mode:
-                request["arrival_mode"] = _ARRIVAL.get(ex.arrival_mode, "other")
-            vitals = {k: (round(v, 1) if k in ("temperature_c", "spo2") else int(v)) for k, v in ex.vitals.items()}
-            if vitals:
-                request["vitals"] = vitals
-            yield request
-        seed += 1
+    inputs = (sim.example(i).input for i in itertools.count())
+    return samples.fraud_stream(inputs, "demo-issuer")
 
 
 def _bad_request(kind: str) -> dict[str, Any]:
     if kind == "fraud":
         return {"tenant": "demo-issuer", "transaction": {"amount": 12.5, "currency": "XXQ", "mcc": "5411",
-                "channel": "contactless", "country": "GB", "timestamp": _rfc3339(time.time())}, "history": []}
+                "channel": "contactless", "country": "GB", "timestamp": samples.rfc3339(time.time())}, "history": []}
     return {"tenant": "demo-hospital", "note": "   "}
 
 
@@ -195,7 +149,7 @@ class _Demo:
         self.conn.xadd(queue_stream(DEFAULT_LANE[kind]), fields)  # type: ignore[arg-type]
 
     def collect(self, block_ms: int) -> None:
-        reply = self.conn.xread({self.reply_to: self.cursor}, count=1000, block=block_ms)
+        reply = cast(_StreamReply, self.conn.xread({self.reply_to: self.cursor}, count=1000, block=block_ms))
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 self.cursor = entry_id
@@ -234,7 +188,8 @@ class _Demo:
                   f"batch {msg['timings']['batch_size']}, {msg['model']}")
 
     def answers_for(self, task_id: str) -> int:
-        return sum(1 for _, f in self.conn.xrange(self.reply_to) if json.loads(f[RESULT_MESSAGE])["task_id"] == task_id)
+        entries = cast(list[tuple[str, dict[str, str]]], self.conn.xrange(self.reply_to))
+        return sum(1 for _, f in entries if json.loads(f[RESULT_MESSAGE])["task_id"] == task_id)
 
     def status_line(self, label: str) -> str:
         t = self.tally
@@ -253,7 +208,7 @@ class _Producer:
     def __init__(self, demo: _Demo, fraud_rate: float, triage_rate: float) -> None:
         self.demo = demo
         self.rates = {"fraud": fraud_rate, "triage": triage_rate}
-        self.sources = {"fraud": _fraud_requests(seed=7), "triage": _triage_requests(seed=11)}
+        self.sources = {"fraud": _fraud_requests(seed=7), "triage": samples.triage_stream(11, "demo-hospital")}
         self.sent = Counter[str]()
         self.duplicate_id = str(uuid.uuid4())
 
