@@ -9,16 +9,10 @@ duplicated, and the survivor must still stop cleanly on SIGTERM.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +22,8 @@ import redis
 
 from worker.client import InferqClient
 from worker.constants import CONSUMER_GROUP, LANES, RESULT_MESSAGE, RESULTS_PREFIX, queue_stream
+from worker.processes import WorkerProcess
+from worker.processes import spawn_worker as spawn_worker_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,53 +36,19 @@ N_TRIAGE = 128
 N_FRAUD = 128
 
 
-@dataclass
-class WorkerProcess:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=0.5) as reply:
-                return bool(reply.status == 200)
-        except OSError:
-            return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def spawn_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[[str], WorkerProcess]]:
     """Starts real worker processes; kills whatever is still running at the end."""
     started: list[WorkerProcess] = []
 
     def spawn(name: str) -> WorkerProcess:
-        port = _free_port()
         env = {
-            **os.environ,
-            "INFERQ_REDIS_URL": redis_url,
             "INFERQ_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS),
-            "INFERQ_METRICS_PORT": str(port),
             "INFERQ_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S),
             "INFERQ_DEVICE": "cpu",
             "INFERQ_LOG_LEVEL": "WARNING",
-            # Two workers on one machine: one compute thread each.
-            "OMP_NUM_THREADS": "1",
         }
-        log = (tmp_path / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.app", "--name", name],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        worker = WorkerProcess(name, port, proc)
+        worker = spawn_worker_process(redis_url, name, tmp_path, env)
         started.append(worker)
         return worker
 
@@ -98,12 +60,8 @@ def spawn_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[[str], Wor
 
 
 def _wait_ready(workers: list[WorkerProcess]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not all(w.ready() for w in workers):
-        for w in workers:
-            assert w.proc.poll() is None, f"worker {w.name} exited with {w.proc.returncode} while starting"
-        assert time.monotonic() < deadline, "workers not ready in time"
-        time.sleep(0.1)
+    for w in workers:
+        w.wait_ready(READY_TIMEOUT_S)
 
 
 def _rfc3339(epoch_s: float) -> str:

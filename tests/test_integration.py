@@ -8,16 +8,10 @@ worker recreates its consumer groups when a lane stream disappears.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -38,6 +32,8 @@ from worker.constants import (
     queue_stream,
     results_stream,
 )
+from worker.processes import WorkerProcess
+from worker.processes import spawn_worker as spawn_worker_process
 from worker.streams import enqueue_many, raw_fields
 from worker.transport import producer_app
 
@@ -51,38 +47,6 @@ MAX_DELIVERIES = 2
 DRAIN_TIMEOUT_S = 10.0
 
 
-@dataclass
-class WorkerProcess:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=0.5) as reply:
-                return bool(reply.status == 200)
-        except OSError:
-            return False
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not self.ready():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited {self.proc.returncode}: {self.log_tail()}")
-            assert time.monotonic() < deadline, f"{self.name} not ready: {self.log_tail()}"
-            time.sleep(0.1)
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def spawn_worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., WorkerProcess]]:
     """Starts `python -m worker.app` processes configured by environment; all are ended at the end."""
@@ -90,42 +54,23 @@ def spawn_worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
     log_dir = tmp_path_factory.mktemp("workers")
 
     def spawn(name: str, **env_overrides: str) -> WorkerProcess:
-        port = _free_port()
         env = {
-            **os.environ,
-            "INFERQ_REDIS_URL": redis_url,
-            "INFERQ_METRICS_PORT": str(port),
             "INFERQ_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS),
             "INFERQ_MAX_DELIVERIES": str(MAX_DELIVERIES),
             "INFERQ_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S),
             "INFERQ_DEVICE": "cpu",
             "INFERQ_LOG_LEVEL": "WARNING",
-            "OMP_NUM_THREADS": "1",  # several processes share two cores
             **env_overrides,
         }
-        log_path = log_dir / f"{name}.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "worker.app", "--name", name],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        worker = WorkerProcess(name, port, proc, log_path)
+        worker = spawn_worker_process(redis_url, name, log_dir, env)
         started.append(worker)
         return worker
 
     yield spawn
     for worker in started:
-        if worker.proc.poll() is None:
-            worker.proc.send_signal(signal.SIGTERM)
+        worker.terminate()
     for worker in started:
-        try:
-            worker.proc.wait(timeout=DRAIN_TIMEOUT_S + 5)
-        except subprocess.TimeoutExpired:
-            worker.proc.kill()
-            worker.proc.wait()
+        worker.stop(timeout_s=DRAIN_TIMEOUT_S + 5)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +83,7 @@ def worker(spawn_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
     process = spawn_worker(
         "it-main", INFERQ_BATCH_MAX_WAIT_MS="50", INFERQ_FETCH_COUNT="8", INFERQ_BATCH_MAX_BATCH_SIZE="8"
     )
-    process.wait_ready()
+    process.wait_ready(READY_TIMEOUT_S)
     return process
 
 
@@ -309,7 +254,7 @@ def test_sigterm_drains_in_flight_tasks_and_exits_zero(
     redis_client: redis.Redis,
 ) -> None:
     leaving = spawn_worker("it-leaving", INFERQ_LANES='["batch"]', INFERQ_KINDS='["triage"]', INFERQ_LOG_LEVEL="INFO")
-    leaving.wait_ready()
+    leaving.wait_ready(READY_TIMEOUT_S)
     ids = set(client.submit_many("triage", [_triage_request(i) for i in range(120)]))
     assert _wait_until(lambda: _pending_of(redis_client, "it-leaving") > 0, 20.0), "it never held a task"
     leaving.proc.send_signal(signal.SIGTERM)

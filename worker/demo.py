@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -28,18 +23,12 @@ import redis
 from worker import embedded, samples
 from worker.config import Settings
 from worker.constants import RESULT_MESSAGE, RESULTS_PREFIX
+from worker.processes import WorkerProcess, spawn_worker
 
 # XREAD's reply on a decode_responses connection: [(stream, [(entry id, fields)])].
 _StreamReply = list[tuple[str, list[tuple[str, dict[str, str]]]]] | None
 _READY_TIMEOUT_S = 240.0  # two workers loading models on a small, busy machine
 _DRAIN_TIMEOUT_S = 30.0
-
-
-@dataclass
-class _WorkerProc:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
 
 
 @dataclass
@@ -53,53 +42,15 @@ class _Tally:
     sent_at: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _spawn(url: str, name: str, kinds: list[str], lanes: list[str], log_dir: Path) -> WorkerProcess:
+    env = {"INFERQ_KINDS": json.dumps(kinds), "INFERQ_LANES": json.dumps(lanes)}
+    return spawn_worker(url, name, log_dir, env)
 
 
-def _spawn(url: str, name: str, kinds: list[str], lanes: list[str], log_dir: Path) -> _WorkerProc:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "INFERQ_REDIS_URL": url,
-        "INFERQ_KINDS": json.dumps(kinds),
-        "INFERQ_LANES": json.dumps(lanes),
-        "INFERQ_METRICS_PORT": str(port),
-        # Two workers share the machine: one compute thread each keeps them off each other's cores.
-        "OMP_NUM_THREADS": "1",
-    }
-    log = (log_dir / f"{name}.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.app", "--name", name], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    return _WorkerProc(name, port, proc)
-
-
-def _ready(worker: _WorkerProc) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/readyz", timeout=0.5) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
-
-
-def _wait_ready(workers: list[_WorkerProc]) -> None:
-    deadline = time.monotonic() + _READY_TIMEOUT_S
-    pending = list(workers)
-    while pending:
-        for w in list(pending):
-            if w.proc.poll() is not None:
-                raise RuntimeError(f"worker {w.name} exited with {w.proc.returncode} during start")
-            if _ready(w):
-                print(f"  worker {w.name} ready (models loaded, warm-up done)")
-                pending.remove(w)
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workers not ready after {_READY_TIMEOUT_S:.0f}s: {[w.name for w in pending]}")
-        time.sleep(0.25)
+def _wait_ready(workers: list[WorkerProcess]) -> None:
+    for w in workers:
+        w.wait_ready(_READY_TIMEOUT_S)
+        print(f"  worker {w.name} ready (models loaded, warm-up done)")
 
 
 def _fraud_requests(seed: int) -> Iterator[dict[str, Any]]:
@@ -250,17 +201,11 @@ def _drain(demo: _Demo) -> None:
         demo.collect(block_ms=100)
 
 
-def _stop_workers(workers: list[_WorkerProc]) -> None:
+def _stop_workers(workers: list[WorkerProcess]) -> None:
     for w in workers:
-        if w.proc.poll() is None:
-            w.proc.send_signal(signal.SIGTERM)
+        w.terminate()
     for w in workers:
-        try:
-            w.proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            w.proc.kill()
-            w.proc.wait()
-        print(f"  worker {w.name} stopped (exit {w.proc.returncode})")
+        print(f"  worker {w.name} stopped (exit {w.stop(timeout_s=40.0)})")
 
 
 def _summary(demo: _Demo, duplicate_answers: int) -> int:
