@@ -210,3 +210,16 @@ def test_batch_lane_waits_at_most_batch_every_realtime_batches(realtime: int, ba
         else:
             streak = 0
     assert served == realtime + batch
+
+
+def test_arrivals_behind_an_overdue_oldest_join_its_bucket_window() -> None:
+    q = _queue(BatchLimits(max_batch_size=8, max_wait_ms=5.0, token_budget=200, bucket_window_ms=10.0))
+    assert q.arrival_ms(1000.0) == 1000.0  # empty: its own time
+    q.push("a", 10, now_ms=q.arrival_ms(1000.0))
+    assert q.arrival_ms(1003.0) == 1003.0  # oldest not yet due: its own time
+    q.push("b", 10, now_ms=1003.0)
+    q.push("big", 150, now_ms=q.arrival_ms(1050.0))  # oldest overdue: dated with it
+    q.push("later", 10, now_ms=q.arrival_ms(1060.0))
+    # All four share the window, so "later" is bucketed with the short ones and "big" goes alone.
+    assert q.take(1060.0).batch == ["a", "b", "later"]
+    assert q.take(1060.0).batch == ["big"]

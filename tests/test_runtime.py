@@ -506,3 +506,40 @@ def test_a_kind_no_worker_serves_is_dead_lettered_by_the_delivery_count(
     assert found["unserved"].error is not None and found["unserved"].error.code.value == "too_many_deliveries"
     letters = _entries(redis_client, DEADLETTER_STREAM)
     assert [fields["task_id"] for _, fields in letters] == ["unserved"] and letters[0][1]["deliveries"] == "3"
+
+
+class OverlapTriageRunner(TinyTriageRunner):
+    """Counts preparations made while a forward pass runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = False
+        self.prepared_during_run = 0
+        self.prepared = 0
+
+    def prepare(self, text: str) -> Tokens:
+        self.prepared += 1
+        self.prepared_during_run += self.running
+        return super().prepare(text)
+
+    def run(self, batch: list[Tokens]) -> list[TextPrediction]:
+        self.running = True
+        try:
+            time.sleep(0.05)
+            return super().run(batch)
+        finally:
+            self.running = False
+
+
+def test_preparing_never_overlaps_a_forward_pass(
+    redis_client: redis.Redis, runtime_factory: Callable[..., WorkerRuntime]
+) -> None:
+    runner = OverlapTriageRunner()
+    runtime_factory(models={"triage": TriageModel(runner)}, batch_max_batch_size=4, fetch_count=4)
+    for i in range(40):
+        _submit(redis_client, TASK_TRIAGE, f"o{i}", {"tenant": "ed", "note": f"knee pain {i}"})
+        time.sleep(0.005)  # arrivals keep coming while batches run
+    results = _results(redis_client, "triage", 40)
+    assert all(m.status is TaskStatus.OK for m in results.values())
+    assert runner.prepared >= 40 and runner.prepared_during_run == 0
+    assert len(runner.batches) > 2, "several forward passes ran while tasks kept arriving"
