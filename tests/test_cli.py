@@ -58,3 +58,11 @@ def test_server_start_status_stop(tmp_path: Path) -> None:
     stopped = _inferq("server", "stop", env=env)
     assert stopped.stdout.strip() == "stopped"
     assert _inferq("server", "status", env=env).returncode == 1
+
+
+def test_readme_documents_every_setting() -> None:
+    from worker.config import Settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [f"INFERQ_{name.upper()}" for name in Settings.model_fields if f"`INFERQ_{name.upper()}`" not in readme]
+    assert missing == []

@@ -37,7 +37,7 @@ from worker.constants import (
 )
 from worker.errors import ConfigurationError
 from worker.models import FraudModel, KindModel, TriageModel
-from worker.runtime import WorkerRuntime
+from worker.runtime import WorkerRuntime, prepare_overlaps
 from worker.streams import enqueue, raw_fields
 
 MAX_POSITIONS = 32  # the tiny triage model's positional table
@@ -543,3 +543,24 @@ def test_preparing_never_overlaps_a_forward_pass(
     assert all(m.status is TaskStatus.OK for m in results.values())
     assert runner.prepared >= 40 and runner.prepared_during_run == 0
     assert len(runner.batches) > 2, "several forward passes ran while tasks kept arriving"
+
+
+def test_preparing_overlaps_forward_passes_where_asked(
+    redis_client: redis.Redis, runtime_factory: Callable[..., WorkerRuntime]
+) -> None:
+    runner = OverlapTriageRunner()
+    runtime_factory(
+        models={"triage": TriageModel(runner)}, batch_max_batch_size=4, fetch_count=4, prepare_overlap="always"
+    )
+    for i in range(40):
+        _submit(redis_client, TASK_TRIAGE, f"v{i}", {"tenant": "ed", "note": f"knee pain {i}"})
+        time.sleep(0.005)
+    results = _results(redis_client, "triage", 40)
+    assert all(m.status is TaskStatus.OK for m in results.values())
+    assert runner.prepared_during_run > 0
+
+
+def test_auto_overlap_follows_the_device() -> None:
+    assert not prepare_overlaps(Settings(device="cpu"))
+    assert prepare_overlaps(Settings(device="cpu", prepare_overlap="always"))
+    assert not prepare_overlaps(Settings(device="cuda", prepare_overlap="never"))

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     bucket_window_ms: float = Field(
         default=10.0, ge=0, description="length bucketing considers tasks queued this close to the oldest"
     )
+    prepare_overlap: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="prepare the next batch during the forward pass: auto = on CUDA only (on a CPU the "
+        "GIL-bound preparation slowed the forward pass 2-3x, so they take turns)",
+    )
     fetch_count: int = Field(default=256, ge=1, description="entries one XREADGROUP may take")
     claim_idle_ms: int = Field(
         default=15_000, ge=100, description="idle time after which a dead worker's tasks are taken over"

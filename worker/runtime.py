@@ -118,6 +118,15 @@ def default_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def prepare_overlaps(settings: Settings) -> bool:
+    """Whether preparing runs during the forward pass: `auto` overlaps only where a GPU computes."""
+    if settings.prepare_overlap != "auto":
+        return settings.prepare_overlap == "always"
+    from engine.device import pick_device
+
+    return pick_device(settings.device).type == "cuda"
+
+
 class WorkerRuntime:
     """One worker process's pipeline over the lanes in `settings.lanes` and models of `settings.kinds`."""
 
@@ -139,7 +148,9 @@ class WorkerRuntime:
         self._publisher = Publisher(self._client, settings)
         self._scheduler: LaneScheduler[Job] = LaneScheduler.from_settings(settings, self._models or settings.kinds)
         self._wake = threading.Condition()
-        # Turn-taking between the preparer and the forward pass, both guarded by `_wake`.
+        # Turn-taking between the preparer and the forward pass, both guarded by `_wake`; off when
+        # preparation may overlap the forward pass (a GPU computes while Python prepares).
+        self._overlap = prepare_overlaps(settings)
         self._prepare_waiting = False
         self._preparing = False
         self._computing = False
@@ -427,6 +438,8 @@ class WorkerRuntime:
         Preparing a whole fetched group before the next batch also gives the batcher the group
         to bucket by length, as one fetch does in the engine-only benchmark.
         """
+        if self._overlap:
+            return
         with self._wake:
             self._prepare_waiting = True
             while self._computing:
@@ -435,6 +448,8 @@ class WorkerRuntime:
             self._preparing = True
 
     def _end_prepare_turn(self) -> None:
+        if self._overlap:
+            return
         with self._wake:
             self._preparing = False
             self._wake.notify_all()
