@@ -38,7 +38,6 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ import redis  # noqa: E402
 import torch  # noqa: E402
 
 from contracts import parse_request  # noqa: E402
+from worker import samples  # noqa: E402
 from worker.batcher import BatchLimits, LaneQueue  # noqa: E402
 from worker.client import InferqClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
@@ -60,10 +60,8 @@ from worker.models import KindModel, load_models  # noqa: E402
 # process holds the core), so every process here, inferq or naive, computes on one thread.
 TORCH_THREADS = 1
 NAIVE_CONCURRENCY = 2  # prefork processes: the baseline gets both cores
-MAX_HISTORY_AGE_S = 3600 * 86400.0  # inside the contract's ten-year window, with room for a slow run
 READY_TIMEOUT_S = 300.0  # model loading on a busy 2-core machine
 RESULT_TIMEOUT_S = 900.0
-ARRIVAL = {"walk-in": "walk_in", "private vehicle": "walk_in", "wheelchair": "walk_in", "EMS": "ems"}
 
 
 @dataclass(frozen=True)
@@ -105,65 +103,20 @@ QUICK = Scale(
 # -- workloads --------------------------------------------------------------------------------
 
 
-def _rfc3339(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _event(ev: Any, shift_s: float) -> dict[str, Any]:
-    out = {
-        "amount": round(float(ev.amount), 2),
-        "currency": ev.currency,
-        "mcc": ev.mcc,
-        "channel": ev.channel,
-        "country": ev.country,
-        "timestamp": _rfc3339(ev.timestamp + shift_s),
-    }
-    if ev.merchant_id:
-        out["merchant_id"] = ev.merchant_id
-    if ev.device_id:
-        out["device_id"] = ev.device_id
-    return out
-
-
 def fraud_requests(n: int, seed: int, history: int | None = None) -> list[dict[str, Any]]:
     """Simulated customers; `history` fixes the history length, else the simulator's mix (16-4,096)."""
     from engine.fraud_sim import FraudSimulator, SimConfig
 
     config = SimConfig(seed=seed) if history is None else SimConfig(seed=seed, lengths=((history, history, 1.0),))
-    out = []
-    for example in FraudSimulator(config).examples(n):
-        inp = example.input
-        shift = time.time() - 60.0 - inp.transaction.timestamp  # the transaction happened a minute ago
-        # The contract refuses events over ten years old; a slow spender's 4,096 events can go further.
-        oldest = time.time() - MAX_HISTORY_AGE_S - shift
-        out.append(
-            {
-                "tenant": "bench-issuer",
-                "transaction": _event(inp.transaction, shift),
-                "history": [_event(e, shift) for e in inp.history if e.timestamp >= oldest],
-            }
-        )
-    return out
+    # The transaction happened a minute ago.
+    return [samples.fraud_request(ex.input, "bench-issuer", age_s=60.0) for ex in FraudSimulator(config).examples(n)]
 
 
 def triage_requests(n: int, seed: int) -> list[dict[str, Any]]:
     """Synthetic triage notes (engine.triage_data), in the contract's request form."""
     from engine.triage_data import generate
 
-    out = []
-    for ex in generate(n, seed):
-        request: dict[str, Any] = {"tenant": "bench-hospital", "note": ex.note}
-        if ex.age_years is not None:
-            request["age"] = round(float(ex.age_years), 3)
-        if ex.sex:
-            request["sex"] = ex.sex
-        if ex.arrival_mode:
-            request["arrival_mode"] = ARRIVAL.get(ex.arrival_mode, "other")
-        vitals = {k: (round(v, 1) if k in ("temperature_c", "spo2") else int(v)) for k, v in ex.vitals.items()}
-        if vitals:
-            request["vitals"] = vitals
-        out.append(request)
-    return out
+    return [samples.triage_request(ex, "bench-hospital") for ex in generate(n, seed)]
 
 
 # -- (a) engine only --------------------------------------------------------------------------
