@@ -90,6 +90,12 @@ class EncoderLayer(nn.Module):
         x = x + self.drop(self.ffn(self.ln2(x)))
         return x * mask.unsqueeze(-1).to(x.dtype)  # padding rows stay exactly zero
 
+    def forward_last(self, x: Tensor, mask: Tensor) -> Tensor:
+        """The last row of forward(x, mask) alone: x (B, L, D) -> (B, D)."""
+        y = x[:, -1] + self.drop(self.attn.forward_last(self.ln1(x), mask))  # (B, D)
+        y = y + self.drop(self.ffn(self.ln2(y)))
+        return y * mask[:, -1:].to(y.dtype)
+
 
 class FraudTransformer(nn.Module):
     """(cat, num, mask) of a left-padded batch -> one fraud logit per sequence, (B,)."""
@@ -105,9 +111,11 @@ class FraudTransformer(nn.Module):
     def forward(self, cat: Tensor, num: Tensor, mask: Tensor) -> Tensor:
         """cat (B, L, C) int64, num (B, L, F) float, mask (B, L) bool -> logits (B,)."""
         x = self.embed(cat, num) * mask.unsqueeze(-1).to(num.dtype)  # (B, L, D)
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             x = layer(x, mask)
-        last = self.ln_f(x[:, -1])  # (B, D): the transaction, last token of every row
+        # The head reads only the transaction, the last token of every row, so the last layer
+        # computes that row alone.
+        last = self.ln_f(self.layers[-1].forward_last(x, mask))  # (B, D)
         return self.head(last).squeeze(-1)  # (B,)
 
 

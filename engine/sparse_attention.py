@@ -105,6 +105,42 @@ class DynamicSparseAttention(nn.Module):
         out = self.proj(mixed.reshape(B, Lp, D)[:, :L])  # (B, L, D)
         return out.masked_fill(~real[:, :L, None], 0.0)
 
+    def forward_last(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The output row of the last position only: x (B, L, D) -> (B, D), equal to forward(x, mask)[:, -1].
+
+        Keys and values still come from every token, but the query, gate and projection are computed
+        for the last position alone, so a model that reads only that row (the fraud head) skips the
+        other L - 1 rows of its last layer.
+        """
+        B, L, D = x.shape
+        bs, nh, hs = self.cfg.block_size, self.cfg.n_heads, self.cfg.head_dim
+        Lp = -(-L // bs) * bs
+        xp, real = _pad_to(x, _padding_mask(mask, B, L, x.device), Lp)  # (B, Lp, D), (B, Lp)
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(x[:, -1], w[:D], b[:D]).view(B, nh, 1, hs)  # (B, nh, 1, hs)
+        kv = F.linear(xp, w[D:], b[D:]).view(B, Lp, 2, nh, hs).permute(2, 0, 3, 1, 4)  # (2, B, nh, Lp, hs)
+        idx, weight, slot_real = self._select_globals(xp, real)
+        heads = self._last_heads(q, *kv.unbind(0), (idx, weight, slot_real), real)  # (B, nh, 1, hs)
+        gate = torch.sigmoid(self.gate(x[:, -1]))[:, :, None, None]  # (B, nh, 1, 1)
+        full = self._sdpa(q, *kv.unbind(0), _never_empty(real[:, None, None, :]))  # (B, nh, 1, hs)
+        mixed = torch.lerp(heads[1], heads[0], gate)  # (B, nh, 1, hs): gate * local + (1 - gate) * glob
+        is_global = (idx == L - 1).any(dim=1)[:, None, None, None]  # (B, 1, 1, 1)
+        out = self.proj(torch.where(is_global, full, mixed).reshape(B, D))  # (B, D)
+        return out.masked_fill(~real[:, L - 1, None], 0.0)
+
+    def _last_heads(
+        self, q: Tensor, k: Tensor, v: Tensor, globals_: tuple[Tensor, Tensor, Tensor], real: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Local and global branch of one query in the last block: q (B, nh, 1, hs), k, v (B, nh, Lp, hs)."""
+        idx, weight, slot_real = globals_
+        block = slice(real.shape[1] - self.cfg.block_size, None)
+        local = self._sdpa(q, k[:, :, block], v[:, :, block], _never_empty(real[:, None, None, block]))
+        batch_idx = torch.arange(q.shape[0], device=q.device).unsqueeze(1)  # (B, 1)
+        kg = k.transpose(1, 2)[batch_idx, idx].transpose(1, 2)  # (B, nh, g, hs)
+        vg = v.transpose(1, 2)[batch_idx, idx].transpose(1, 2) * weight[:, None, :, None]  # (B, nh, g, hs)
+        glob = self._sdpa(q, kg, vg, _never_empty(slot_real[:, None, None, :]))  # (B, nh, 1, hs)
+        return local, glob
+
     def _select_globals(self, xp: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Top-g real tokens by learned score: indices (B, g), value weights (B, g), slot_real (B, g)."""
         s = self.score(xp).squeeze(-1).float()  # (B, Lp)
@@ -171,6 +207,19 @@ class DenseAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)  # (B, nh, L, hs)
         out = self.proj(y.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
         return out.masked_fill(~real[..., None], 0.0)
+
+    def forward_last(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The output row of the last position only: x (B, L, D) -> (B, D), equal to forward(x, mask)[:, -1]."""
+        B, L, D = x.shape
+        nh, hs = self.cfg.n_heads, self.cfg.head_dim
+        real = _padding_mask(mask, B, L, x.device)  # (B, L)
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(x[:, -1], w[:D], b[:D]).view(B, nh, 1, hs)  # (B, nh, 1, hs)
+        k, v = F.linear(x, w[D:], b[D:]).view(B, L, 2, nh, hs).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, L, hs)
+        p = self.cfg.dropout if self.training else 0.0
+        allowed = _never_empty(real[:, None, None, :])  # (B, 1, 1, L)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)  # (B, nh, 1, hs)
+        return self.proj(y.reshape(B, D)).masked_fill(~real[:, -1, None], 0.0)  # (B, D)
 
 
 ATTENTION_KINDS = ("sparse", "dense")

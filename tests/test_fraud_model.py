@@ -135,3 +135,17 @@ def test_outputs_come_back_in_input_order_with_mixed_lengths():
     for b, s in zip(batched, one_by_one, strict=True):
         assert b.score == pytest.approx(s.score, abs=1e-5)
     runner.warmup()
+
+
+@pytest.mark.parametrize("attention", ["sparse", "dense"])
+def test_score_equals_the_last_row_of_every_layer_run_in_full(attention):
+    torch.manual_seed(0)
+    model = FraudTransformer(FraudModelConfig(attention=attention, n_global=8)).eval()
+    inputs = [featurize(_card_testing(_grocery_history(n))) for n in (200, 30, 70)]
+    cat, num, mask = collate([(f.cat, f.num) for f in inputs], 64)
+    with torch.no_grad():
+        x = model.embed(cat, num) * mask.unsqueeze(-1)
+        for layer in model.layers:
+            x = layer(x, mask)
+        want = model.head(model.ln_f(x[:, -1])).squeeze(-1)
+        torch.testing.assert_close(model(cat, num, mask), want, atol=1e-5, rtol=0)

@@ -207,6 +207,31 @@ def test_dense_attention_is_masked_softmax_attention() -> None:
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("length", [40, 64, 200, 1000])
+def test_forward_last_is_the_last_row_of_forward(length: int) -> None:
+    m = _module(dim=32, n_heads=4, block_size=64, n_global=8, seed=3)
+    x = torch.randn(4, length, 32)
+    mask = torch.ones(4, length, dtype=torch.bool)
+    mask[1, : length - 5] = False  # fewer real tokens than global slots: the last one is global
+    mask[2, -1] = False  # the last position is padding
+    mask[3, length // 3 :: 7] = False  # holes
+    with torch.no_grad():
+        x[3, -1] = 10 * m.score.weight[0]  # the top score: the last position is a global token
+        torch.testing.assert_close(m.forward_last(x, mask), m(x, mask)[:, -1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(m.forward_last(x), m(x)[:, -1], atol=1e-5, rtol=0)
+
+
+def test_dense_forward_last_is_the_last_row_of_forward() -> None:
+    torch.manual_seed(0)
+    m = DenseAttention(SparseAttentionConfig(dim=32, n_heads=4)).eval()
+    x = torch.randn(3, 70, 32)
+    mask = torch.ones(3, 70, dtype=torch.bool)
+    mask[0, :30] = False
+    mask[1, -1] = False
+    with torch.no_grad():
+        torch.testing.assert_close(m.forward_last(x, mask), m(x, mask)[:, -1], atol=1e-5, rtol=0)
+
+
 def test_factory_and_config_validation() -> None:
     cfg = SparseAttentionConfig(dim=32, n_heads=4)
     assert isinstance(make_attention("sparse", cfg), DynamicSparseAttention)
