@@ -12,7 +12,7 @@ import torch
 from engine.errors import InputError
 from engine.fraud_features import CAT_VOCAB, MAX_HISTORY, N_NUMERIC, Event, FraudInput, featurize
 from engine.fraud_model import FraudModelConfig, FraudTransformer, collate
-from engine.fraud_runner import FraudPrediction, load_fraud
+from engine.fraud_runner import FraudPrediction, load_fraud, plan_sub_batches
 from engine.fraud_sim import FraudSimulator, SimConfig
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "fraud"
@@ -149,3 +149,14 @@ def test_score_equals_the_last_row_of_every_layer_run_in_full(attention):
             x = layer(x, mask)
         want = model.head(model.ln_f(x[:, -1])).squeeze(-1)
         torch.testing.assert_close(model(cat, num, mask), want, atol=1e-5, rtol=0)
+
+
+def test_sub_batches_keep_short_inputs_away_from_a_long_history():
+    padded = [4096, 64, 64, 128, 64, 4096, 128]
+    runs = plan_sub_batches(padded, token_budget=16384, max_batch_size=64, call_cost=200)
+    assert sorted(i for run in runs for i in run) == list(range(len(padded)))
+    assert [sorted(padded[i] for i in run) for run in runs] == [[4096, 4096], [64, 64, 64, 128, 128]]
+    capped = plan_sub_batches(padded, token_budget=4096, max_batch_size=2, call_cost=200)
+    assert all(len(run) <= 2 for run in capped)
+    assert all(len(run) == 1 or max(padded[i] for i in run) * len(run) <= 4096 for run in capped)
+    assert plan_sub_batches([], 16384, 64) == []
