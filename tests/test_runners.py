@@ -182,3 +182,80 @@ def test_cuda_bf16_runner_agrees_with_cpu_fp32(model_dir):
     for a, b in zip(cpu, gpu, strict=True):
         assert a.chunks == b.chunks
         assert max(abs(x - y) for x, y in zip(a.probabilities, b.probabilities, strict=True)) < 0.05
+
+
+# --- the fusion model: note + structured fields as numbers ------------------------------------
+
+
+def _write_fusion_dir(tmp_path, features="vitals-v1"):
+    """A tiny TriageClassifier whose trained keys are random, so the structured input visibly matters."""
+    from engine.triage_input import N_STRUCTURED
+    from engine.triage_model import load_triage_classifier
+
+    _tiny_backbone(tmp_path / "backbone")
+    torch.manual_seed(2)
+    model = load_triage_classifier(tmp_path / "backbone", len(LABELS), N_STRUCTURED, 8, 16)
+    trained = {k: torch.randn_like(v) for k, v in model.state_dict().items() if k.startswith(("structured.", "head."))}
+    save_file(trained, str(tmp_path / "finetuned.safetensors"))
+    manifest = {"name": "triage-fusion", "version": "0.0.1", "backbone": "backbone", "labels": LABELS,
+                "pooling": "mean", "weights": "finetuned.safetensors", "max_length": 512, "chunk_stride": 128,
+                "structured": {"features": features, "hidden": 8, "head_hidden": 16},
+                "precision": {"default": "fp32", "gate": {}}}
+    (tmp_path / "inferq-model.json").write_text(json.dumps(manifest))
+    return trained
+
+
+FUSION_INPUTS = [
+    TriageInput("c/o SOB", age_years=67, vitals={"heart_rate": 132.0, "spo2": 89.0}),
+    TriageInput("c/o SOB", age_years=67, vitals={"heart_rate": 72.0, "spo2": 98.0}),
+    TriageInput("c/o SOB", age_years=0.5, vitals={"heart_rate": 132.0, "spo2": 98.0}),
+    TriageInput("denies CP/SOB, hx HTN " * 60, age_years=40),
+]
+
+
+def test_fusion_model_loads_its_trained_keys_and_reads_the_structured_fields(tmp_path):
+    trained = _write_fusion_dir(tmp_path)
+    runner = load_triage(tmp_path, device="cpu", precision="fp32")
+    assert runner.uses_structured
+    state = runner.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in trained.items())
+    probs = [p.probabilities for p in runner.predict_texts(FUSION_INPUTS[:3])]
+    # Same note, different vitals or age: the numbers reach the model.
+    assert probs[0] != probs[1] and probs[0] != probs[2]
+    # A bare string has no structured fields: the same as an input without age or vitals.
+    [text_only] = runner.predict_texts(["c/o SOB"])
+    [no_fields] = runner.predict_texts([TriageInput("c/o SOB")])
+    assert text_only.probabilities == pytest.approx(no_fields.probabilities, abs=1e-6)
+
+
+def test_fusion_batched_run_matches_single_runs(tmp_path):
+    _write_fusion_dir(tmp_path)
+    runner = load_triage(tmp_path, device="cpu", precision="fp32", token_budget=600, max_batch_size=3)
+    items = FUSION_INPUTS * 2 + ["ankle sprain"]
+    batched = runner.predict_texts(items)
+    assert batched[3].chunks > 1  # the long note's windows each carry its fields
+    for a, b in zip(batched, _one_at_a_time(runner, items), strict=True):
+        assert a.label_index == b.label_index and a.chunks == b.chunks
+        assert max(abs(x - y) for x, y in zip(a.probabilities, b.probabilities, strict=True)) < 1e-5
+
+
+def test_fusion_model_under_int8_and_calibration(tmp_path):
+    _write_fusion_dir(tmp_path)
+    fp32 = load_triage(tmp_path, device="cpu", precision="fp32")
+    result = calibrate_int8_fallbacks(fp32, FUSION_INPUTS)
+    assert len(result.errors) == 4
+    int8 = load_triage(tmp_path, device="cpu", precision="int8").predict_texts(FUSION_INPUTS)
+    for a, b in zip(fp32.predict_texts(FUSION_INPUTS), int8, strict=True):
+        assert max(abs(x - y) for x, y in zip(a.probabilities, b.probabilities, strict=True)) < 0.05
+
+
+def test_fusion_model_with_unknown_features_or_no_head_is_refused(tmp_path):
+    _write_fusion_dir(tmp_path, features="vitals-v9")
+    with pytest.raises(ModelLoadError, match="vitals-v9"):
+        load_triage(tmp_path, device="cpu", precision="fp32")
+    manifest = json.loads((tmp_path / "inferq-model.json").read_text())
+    manifest["structured"]["features"] = "vitals-v1"
+    (tmp_path / "inferq-model.json").write_text(json.dumps(manifest))
+    save_file({"structured.0.bias": torch.zeros(8)}, str(tmp_path / "finetuned.safetensors"))
+    with pytest.raises(ModelLoadError, match="classifier head"):
+        load_triage(tmp_path, device="cpu", precision="fp32")

@@ -20,7 +20,7 @@ from engine.triage_data import (
     is_negation_heavy,
     negated_high_risk_terms,
 )
-from engine.triage_input import TriageInput, format_age, format_triage_text
+from engine.triage_input import N_STRUCTURED, TriageInput, format_age, format_triage_text, structured_features
 
 DAY = 1 / 365.25
 
@@ -183,3 +183,19 @@ def test_examples_render_through_the_serving_input(sample):
     example = sample[0]
     assert example.text == format_triage_text(example.to_input())
     assert example.note in example.text or " ".join(example.note.split()) in example.text
+
+
+def test_structured_features_layout():
+    assert structured_features(None) == [0.0] * N_STRUCTURED
+    assert structured_features(TriageInput(note="med refill")) == [0.0] * N_STRUCTURED
+    inp = TriageInput(note="x", age_years=0.0, vitals={"heart_rate": 120.0, "spo2": 91.0, "pain": 10.0})
+    f = structured_features(inp)
+    assert len(f) == N_STRUCTURED == 16
+    assert f[:2] == [-1.5, 1.0]  # age present, log-scaled: a newborn at -1.5
+    assert f[2:4] == [1.0, 1.0]  # heart rate 120: one 40-bpm unit above 80
+    assert f[4:6] == [0.0, 0.0]  # respiratory rate absent
+    assert f[6:8] == [-1.0, 1.0]  # SpO2 91: one 5-point unit below 96
+    assert f[14:16] == [1.0, 1.0]  # pain 10
+    # Zero is a value, not an absence: the present flag tells them apart.
+    zero_pain = structured_features(TriageInput(note="x", vitals={"pain": 5.0}))
+    assert zero_pain[14:16] == [0.0, 1.0]
