@@ -66,3 +66,13 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [f"INFERQ_{name.upper()}" for name in Settings.model_fields if f"`INFERQ_{name.upper()}`" not in readme]
     assert missing == []
+
+
+def test_nice_setting_lowers_the_worker_process_priority() -> None:
+    # In a child process: niceness only ever goes up, so the test process must keep its own.
+    code = (
+        "import os; from worker.app import lower_priority; start = os.nice(0); "
+        "assert lower_priority(0) == start; print(lower_priority(7) - start)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "7"

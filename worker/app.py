@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, Final
@@ -162,10 +163,20 @@ def run_worker(settings: Settings, name: str | None = None, loglevel: str | None
     if not settings.redis_url:
         raise ValueError("run_worker needs settings.redis_url; `inferq worker` resolves the embedded default")
     _settings = settings
+    lower_priority(settings.nice)
     level = loglevel or settings.log_level
     inferq_logging.configure(level, settings.log_json)
     app.conf.broker_url = settings.redis_url
     return _celery_main(worker_argv(settings, name, level))
+
+
+def lower_priority(increment: int) -> int:
+    """Raise this process's niceness by `increment` (0 leaves it); returns the niceness now.
+
+    On a machine shared by a realtime and a batch worker, the batch worker at a higher niceness
+    yields the CPU whenever the realtime worker has work, and still gets all of it otherwise.
+    """
+    return os.nice(increment) if increment else os.nice(0)
 
 
 def _celery_main(argv: list[str]) -> int:

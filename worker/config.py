@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     fraud_decline_threshold: float | None = Field(
         default=None, ge=0, le=1, description="score at or above which fraud says decline; unset: model card"
     )
+    nice: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="added to the worker process's niceness at start; 10 for batch-only workers that share "
+        "a machine with a realtime worker, so the realtime lane gets the CPU first",
+    )
     metrics_port: int = Field(default=9808, ge=0, le=65535, description="Prometheus and health probes; 0 disables")
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="structlog JSON lines; false for console rendering")

@@ -44,6 +44,8 @@ class _Tally:
 
 def _spawn(url: str, name: str, kinds: list[str], lanes: list[str], log_dir: Path) -> WorkerProcess:
     env = {"INFERQ_KINDS": json.dumps(kinds), "INFERQ_LANES": json.dumps(lanes)}
+    if lanes == ["batch"]:
+        env["INFERQ_NICE"] = "10"  # the recommended layout: batch work yields the CPU to the realtime lane
     return spawn_worker(url, name, log_dir, env)
 
 
