@@ -1,6 +1,7 @@
 """Dynamic sparse attention against dense scaled_dot_product_attention, one layer and the fraud model.
 
     .venv/bin/python bench/sparse.py [--device cpu|cuda] [--quick] [--threads N] [--batch B]
+    .venv/bin/python bench/sparse.py --runner [--threads 1] [--repeats 9]
 
 For every length L in 512 ... 8192 (batch B, default 1: one history per scored transaction),
 both variants run side by side in this one run:
@@ -17,6 +18,13 @@ CPU the peak resident set size of a fresh subprocess per configuration (the kern
 mark, VmHWM, reset through /proc/self/clear_refs just before the pass), so it counts every byte
 the allocator really touched. Memory per token (peak / (B * L)) staying flat across L is what
 linear growth looks like.
+
+With `--runner` it times the fraud runner instead, on simulated inputs: (a) 128 histories of
+128 events, (b) realtime batches of 8 and 32 from the simulator's history mix, (c) one 4,096-event
+history. The baseline in the same run plans sub-batches with `engine.batching.plan_batches` (fill
+the token budget longest first) and runs every row of the last layer; the engine plans with
+`plan_sub_batches` and computes only the transaction's row of the last layer. Time is CPU time of
+the calling thread (`time.thread_time`), min and median of `--repeats`, the two alternating.
 
 On a CPU shared with other busy processes, run with `OMP_WAIT_POLICY=PASSIVE` (or `--threads 1`):
 OpenMP's default spin-then-wait makes every parallel region wait for a descheduled thread, which
@@ -42,7 +50,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from engine.fraud_model import FraudModelConfig, FraudTransformer  # noqa: E402
+from engine.batching import plan_batches  # noqa: E402
+from engine.fraud_features import MAX_HISTORY  # noqa: E402
+from engine.fraud_model import FraudModelConfig, FraudTransformer, collate, padded_length  # noqa: E402
+from engine.fraud_runner import FraudRunner, PreparedFraud, load_fraud  # noqa: E402
+from engine.fraud_sim import FraudSimulator, SimConfig  # noqa: E402
 from engine.sparse_attention import make_attention  # noqa: E402
 
 LENGTHS = (512, 1024, 2048, 4096, 8192)
@@ -164,6 +176,60 @@ def format_row(scope: str, length: int, batch: int, row: dict[str, float]) -> st
     )
 
 
+def baseline_logits(model: FraudTransformer, cat: torch.Tensor, num: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The fraud model's logits with every row of every layer computed: the pre-`forward_last` path."""
+    x = model.embed(cat, num) * mask.unsqueeze(-1).to(num.dtype)  # (B, L, D)
+    for layer in model.layers:
+        x = layer(x, mask)
+    return model.head(model.ln_f(x[:, -1])).squeeze(-1)  # (B,)
+
+
+def runner_cases(runner: FraudRunner) -> dict[str, list[PreparedFraud]]:
+    def histories(seed: int, count: int, lengths: tuple) -> list[PreparedFraud]:
+        sim = FraudSimulator(SimConfig(seed=seed, lengths=lengths))
+        return [runner.prepare(ex.input) for ex in sim.examples(count)]
+
+    mix = histories(7, 40, SimConfig().lengths)
+    return {
+        "a 128 x 128 events": histories(10, 128, ((128, 128, 1.0),)),
+        "b realtime 8 (mix)": mix[:8],
+        "b realtime 32 (mix)": mix[8:40],
+        "c 1 x 4096 events": histories(8, 1, ((MAX_HISTORY, MAX_HISTORY, 1.0),)),
+    }
+
+
+def run_baseline(runner: FraudRunner, batch: list[PreparedFraud]) -> None:
+    padded = [padded_length(p.n_tokens, runner.model.cfg.block_size) for p in batch]
+    for idx in plan_batches(padded, runner.token_budget, runner.max_batch_size):
+        cat, num, mask = collate([(batch[i].features.cat, batch[i].features.num) for i in idx], 64)
+        torch.sigmoid(baseline_logits(runner.model, cat, num, mask)).tolist()
+
+
+def bench_runner(repeats: int) -> None:
+    runner = load_fraud(REPO / "models" / "fraud", device="cpu")
+    threads = torch.get_num_threads()
+    print(f"fraud runner, torch {torch.__version__}, threads {threads}, CPU ms per batch (min / median of {repeats})")
+    print(f"{'case':<22}{'baseline':>18}{'engine':>18}{'speed-up':>10}")
+    for name, batch in runner_cases(runner).items():
+        variants = {"baseline": lambda b=batch: run_baseline(runner, b), "engine": lambda b=batch: runner.run(b)}
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        with torch.inference_mode():
+            for fn in variants.values():
+                fn()
+            for _ in range(repeats):
+                for k, fn in variants.items():
+                    start = time.thread_time()
+                    fn()
+                    times[k].append((time.thread_time() - start) * 1e3)
+        cells = {k: (min(v), statistics.median(v)) for k, v in times.items()}
+        print(
+            f"{name:<22}"
+            + "".join(f"{mn:>9.1f} /{md:>7.1f}" for mn, md in cells.values())
+            + f"{cells['baseline'][0] / cells['engine'][0]:>9.2f}x",
+            flush=True,
+        )
+
+
 def describe(args: argparse.Namespace, device: torch.device) -> str:
     cfg = FraudModelConfig()
     return (
@@ -184,6 +250,7 @@ def parse_args() -> argparse.Namespace:
     # One history per scored transaction is the realtime case.
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=None, help="timed passes per variant (default 7, quick 3)")
+    p.add_argument("--runner", action="store_true", help="time the fraud runner against its baseline instead")
     p.add_argument("--probe", nargs=3, metavar=("SCOPE", "KIND", "L"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.repeats is None:
@@ -197,6 +264,9 @@ def main() -> None:
     if args.probe:
         scope, kind, length = args.probe
         print(json.dumps({"peak_bytes": cpu_peak_bytes(scope, kind, int(length), args.batch)}))
+        return
+    if args.runner:
+        bench_runner(args.repeats)
         return
     device = torch.device(args.device)
     print(describe(args, device))
