@@ -4,6 +4,7 @@ from contracts.errors import ContractError, ErrorCode, Problem
 from contracts.requests import (
     KINDS,
     SCHEMA_VERSION,
+    EventFields,
     FraudRequest,
     Kind,
     Lane,
@@ -30,6 +31,7 @@ __all__ = [
     "ContractError",
     "ErrorCode",
     "ErrorInfo",
+    "EventFields",
     "FraudRequest",
     "FraudResult",
     "Kind",

@@ -10,9 +10,12 @@ a 4,096-event history featurises in a few milliseconds.
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -34,11 +37,59 @@ class Event:
     device_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EventColumns(Sequence[Event]):
+    """Events stored field by field, oldest first: a history without one object per event.
+
+    A sequence of `Event`s (indexing builds one), so it can stand wherever a history list does;
+    `featurize` reads the columns directly. All columns have the same length.
+    """
+
+    amount: Sequence[float]
+    currency: Sequence[str]
+    mcc: Sequence[str]
+    channel: Sequence[str]
+    country: Sequence[str]
+    timestamp: Sequence[float]
+    merchant_id: Sequence[str | None]
+    device_id: Sequence[str | None]
+
+    def __post_init__(self) -> None:
+        if len({len(column) for column in self._in_field_order()}) > 1:
+            raise ValueError("event columns must all have the same length")
+
+    @classmethod
+    def of(cls, events: Sequence[Event]) -> EventColumns:
+        if isinstance(events, EventColumns):
+            return events
+        return cls(*([getattr(e, name) for e in events] for name in _EVENT_FIELDS))
+
+    def _in_field_order(self) -> tuple[Sequence, ...]:
+        return tuple(getattr(self, name) for name in _EVENT_FIELDS)
+
+    def __len__(self) -> int:
+        return len(self.amount)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> EventColumns: ...
+
+    def __getitem__(self, index: int | slice) -> Event | EventColumns:
+        if isinstance(index, slice):
+            return EventColumns(*(column[index] for column in self._in_field_order()))
+        return Event(*(column[index] for column in self._in_field_order()))
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(Event))
+
+
 @dataclass(slots=True)
 class FraudInput:
     """The transaction to score and the customer's history before it, oldest first."""
 
-    history: list[Event]
+    history: Sequence[Event]  # a list of Events, or EventColumns
     transaction: Event
 
 
@@ -129,6 +180,8 @@ REASON_CODES = (
 _MCC_INDEX = {m: i + 2 for i, m in enumerate(MCC_GROUPS)}
 _CHANNEL_INDEX = {c: i + 2 for i, c in enumerate(CHANNELS)}
 _LOG_MAX_POS = math.log1p(MAX_HISTORY)
+# By channel id (PAD and NONE included): a card-present channel.
+_PRESENT_BY_CHANNEL = np.isin(np.arange(len(CHANNELS) + 2), [_CHANNEL_INDEX[c] for c in PRESENT_CHANNELS])
 
 
 @dataclass(slots=True)
@@ -145,6 +198,24 @@ class EventFeatures:
 
 
 @dataclass(slots=True)
+class _Coded:
+    """A string column as codes numbered in order of first appearance, so a code above all
+    earlier ones is a value not seen before."""
+
+    codes: np.ndarray  # (L,) int64
+    index: dict  # distinct value -> its code, in order of first appearance
+
+    def ids(self, table: _Remembered) -> np.ndarray:
+        """The id of each value, looked up once per distinct value, (L,)."""
+        return table.ids(self.index, len(self.index))[self.codes]
+
+    def present(self) -> np.ndarray:
+        """(L,) bool: the value is not None (a missing merchant or device id)."""
+        missing = self.index.get(None)
+        return self.codes != (-1 if missing is None else missing)
+
+
+@dataclass(slots=True)
 class _Columns:
     """The events of one input as arrays; index -1 is the transaction."""
 
@@ -152,10 +223,11 @@ class _Columns:
     ts: np.ndarray  # (L,) float64, made non-decreasing
     channel: np.ndarray  # (L,) int64 channel ids
     mcc: np.ndarray  # (L,) int64 MCC group ids
-    country: list[str]
-    currency: list[str]
-    merchant: list[str | None]
-    device: list[str | None]
+    present: np.ndarray  # (L,) bool, a card-present channel
+    country: _Coded
+    currency: np.ndarray  # (L,) int64 currency bucket ids
+    merchant: _Coded
+    device: _Coded
 
 
 def validate(inp: FraudInput) -> None:
@@ -190,6 +262,10 @@ def _mcc_group(mcc: str) -> int:
     return NONE_ID
 
 
+def _channel_id(channel: str) -> int:
+    return _CHANNEL_INDEX.get(channel, NONE_ID)
+
+
 def _bucket(value: str | None, n_buckets: int) -> int:
     # crc32 rather than hash(): str hashes are salted per process and ids must be stable.
     if value is None:
@@ -197,27 +273,56 @@ def _bucket(value: str | None, n_buckets: int) -> int:
     return 2 + zlib.crc32(value.encode()) % n_buckets
 
 
-def _mapped(values: list, fn, *args) -> np.ndarray:
-    """fn applied once per distinct value, then broadcast: cheap on repetitive histories."""
-    table = {v: fn(v, *args) for v in dict.fromkeys(values)}
-    return np.fromiter(map(table.__getitem__, values), np.int64, len(values))
+class _Remembered(dict):
+    """fn(value) per value, computed on first sight and then looked up; past `limit` values it
+    starts afresh, so arbitrary merchant ids cannot grow it without bound."""
+
+    def __init__(self, fn: Callable[[Any], int], limit: int = 16_384) -> None:
+        super().__init__()
+        self.fn, self.limit = fn, limit
+
+    def __missing__(self, value: Any) -> int:
+        if len(self) >= self.limit:
+            self.clear()
+        result = self[value] = self.fn(value)
+        return result
+
+    def ids(self, values: Iterable, n: int) -> np.ndarray:
+        return np.fromiter(map(self.__getitem__, values), np.int64, n)  # (n,)
+
+
+# A customer sees ~100 distinct merchants, most of them shared with other customers: remembered
+# ids save a crc32 per merchant per task. 16k entries hold a portfolio's active merchants.
+_CHANNEL_IDS = _Remembered(_channel_id)
+_MCC_IDS = _Remembered(_mcc_group)
+_COUNTRY_IDS = _Remembered(functools.partial(_bucket, n_buckets=COUNTRY_BUCKETS))
+_CURRENCY_IDS = _Remembered(functools.partial(_bucket, n_buckets=CURRENCY_BUCKETS))
+_MERCHANT_IDS = _Remembered(functools.partial(_bucket, n_buckets=MERCHANT_BUCKETS))
+_DEVICE_IDS = _Remembered(functools.partial(_bucket, n_buckets=DEVICE_BUCKETS))
+
+
+def _coded(values: list) -> _Coded:
+    index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+    return _Coded(np.fromiter(map(index.__getitem__, values), np.int64, len(values)), index)
 
 
 def _columns(inp: FraudInput) -> _Columns:
-    events = [*inp.history, inp.transaction]
-    n = len(events)
-    ts = np.fromiter((e.timestamp for e in events), np.float64, n)
-    amount = np.fromiter((e.amount for e in events), np.float64, n)
+    history, txn = EventColumns.of(inp.history), inp.transaction
+    n = len(history) + 1
+    ts = np.fromiter([*history.timestamp, txn.timestamp], np.float64, n)
+    amount = np.fromiter([*history.amount, txn.amount], np.float64, n)
     _check_values(amount, ts)
+    channel = _CHANNEL_IDS.ids([*history.channel, txn.channel], n)
     return _Columns(
         amount=amount,
         ts=np.maximum.accumulate(ts),
-        channel=_mapped([e.channel for e in events], lambda c: _CHANNEL_INDEX.get(c, NONE_ID)),
-        mcc=_mapped([e.mcc for e in events], _mcc_group),
-        country=[e.country for e in events],
-        currency=[e.currency for e in events],
-        merchant=[e.merchant_id for e in events],
-        device=[e.device_id for e in events],
+        channel=channel,
+        mcc=_MCC_IDS.ids([*history.mcc, txn.mcc], n),
+        present=_PRESENT_BY_CHANNEL[channel],
+        country=_coded([*history.country, txn.country]),
+        currency=_CURRENCY_IDS.ids([*history.currency, txn.currency], n),
+        merchant=_coded([*history.merchant_id, txn.merchant_id]),
+        device=_coded([*history.device_id, txn.device_id]),
     )
 
 
@@ -226,37 +331,21 @@ def _categorical(cols: _Columns) -> np.ndarray:
         [
             cols.mcc,
             cols.channel,
-            _mapped(cols.country, _bucket, COUNTRY_BUCKETS),
-            _mapped(cols.currency, _bucket, CURRENCY_BUCKETS),
-            _mapped(cols.merchant, _bucket, MERCHANT_BUCKETS),
-            _mapped(cols.device, _bucket, DEVICE_BUCKETS),
+            cols.country.ids(_COUNTRY_IDS),
+            cols.currency,
+            cols.merchant.ids(_MERCHANT_IDS),
+            cols.device.ids(_DEVICE_IDS),
         ],
         axis=1,
     )  # (L, 6)
 
 
-def _first_seen_codes(values: list) -> np.ndarray:
-    """Codes numbered in order of first appearance, so a code above all earlier ones is new."""
-    table = {v: i for i, v in enumerate(dict.fromkeys(values))}
-    return np.fromiter(map(table.__getitem__, values), np.int64, len(values))
-
-
-def _seen_before(values: list) -> np.ndarray:
-    """(L,) bool: the value occurred at an earlier position."""
-    codes = _first_seen_codes(values)
+def _seen_before(codes: np.ndarray) -> np.ndarray:
+    """(L,) bool: the value (by first-appearance code) occurred at an earlier position."""
     seen = np.zeros(len(codes), dtype=bool)
     if len(codes) > 1:
         seen[1:] = codes[1:] <= np.maximum.accumulate(codes)[:-1]
     return seen
-
-
-def _seen_before_present(values: list) -> tuple[np.ndarray, np.ndarray]:
-    """(has value, seen before among earlier non-missing values), both (L,) bool."""
-    present = np.fromiter((v is not None for v in values), bool, len(values))
-    seen = np.zeros(len(values), dtype=bool)
-    where = np.flatnonzero(present)
-    seen[where] = _seen_before([values[i] for i in where])
-    return present, seen
 
 
 def _prior_counts(ts: np.ndarray, window_s: float, flags: np.ndarray | None = None) -> np.ndarray:
@@ -270,21 +359,47 @@ def _prior_counts(ts: np.ndarray, window_s: float, flags: np.ndarray | None = No
 
 def _numeric(cols: _Columns) -> tuple[np.ndarray, dict]:
     """Per-event numeric features (L, N_NUMERIC) in NUMERIC_FEATURES order, and the reason facts."""
-    country_codes = _first_seen_codes(cols.country)
+    prior_1h = _prior_counts(cols.ts, 3600.0)
     feats = (
         _amount_features(cols)
         | _time_features(cols)
-        | _velocity_features(cols)
-        | _identity_features(cols, country_codes)
-        | _travel_features(cols, country_codes)
+        | _velocity_features(cols, prior_1h)
+        | _identity_features(cols)
+        | _travel_features(cols)
     )
-    num = np.stack([feats[name] for name in NUMERIC_FEATURES], axis=1).astype(np.float32)  # (L, N_NUMERIC)
-    return num, _facts(cols, feats, country_codes)
+    num = np.empty((len(cols.ts), N_NUMERIC), dtype=np.float32)  # (L, N_NUMERIC)
+    for column, name in enumerate(NUMERIC_FEATURES):
+        num[:, column] = feats[name]
+    return num, _facts(cols, feats, prior_1h)
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median of finite values, computed as it does, without its per-call overhead."""
+    ordered = np.sort(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
+
+
+def _percentile_99(values: np.ndarray) -> float:
+    """np.percentile(values, 99) (its default linear method), computed as it does, without its
+    per-call overhead."""
+    ordered = np.sort(values)
+    position = (len(ordered) - 1) * 0.99
+    if position >= len(ordered) - 1:
+        return float(ordered[-1])
+    below = math.floor(position)
+    gamma = position - below
+    low, high = ordered[below], ordered[below + 1]
+    diff = high - low
+    # numpy's lerp: from the nearer end, so that gamma 1 gives `high` exactly.
+    return float(high - diff * (1 - gamma)) if gamma >= 0.5 else float(low + diff * gamma)
 
 
 def _amount_features(cols: _Columns) -> dict[str, np.ndarray]:
     n = len(cols.amount)
-    median = float(np.median(cols.amount[: n - 1])) if n > 1 else float(cols.amount[-1])
+    median = _median(cols.amount[: n - 1]) if n > 1 else float(cols.amount[-1])
     return {
         "log_amount": np.log1p(cols.amount),
         "log_amount_vs_median": np.clip(np.log((cols.amount + 0.01) / (median + 0.01)), -6.0, 6.0),
@@ -295,18 +410,21 @@ def _amount_features(cols: _Columns) -> dict[str, np.ndarray]:
 def _time_features(cols: _Columns) -> dict[str, np.ndarray]:
     n = len(cols.ts)
     hour = (cols.ts % 86400.0) / 3600.0
+    position = np.arange(n)
+    since_prev = np.zeros(n)  # the first event has no previous one
+    since_prev[1:] = cols.ts[1:] - cols.ts[:-1]
     return {
-        "log_minutes_since_prev": np.log1p(np.diff(cols.ts, prepend=cols.ts[0]) / 60.0),
-        "is_first": np.arange(n) == 0,
+        "log_minutes_since_prev": np.log1p(since_prev / 60.0),
+        "is_first": position == 0,
         "hour_sin": np.sin(2 * np.pi * hour / 24.0),
         "hour_cos": np.cos(2 * np.pi * hour / 24.0),
-        "pos_from_end": np.log1p(np.arange(n - 1, -1, -1)) / _LOG_MAX_POS,
-        "is_transaction": np.arange(n) == n - 1,
+        "pos_from_end": np.log1p(position[::-1]) / _LOG_MAX_POS,
+        "is_transaction": position == n - 1,
     }
 
 
-def _velocity_features(cols: _Columns) -> dict[str, np.ndarray]:
-    prior_1h, prior_24h = _prior_counts(cols.ts, 3600.0), _prior_counts(cols.ts, 86400.0)
+def _velocity_features(cols: _Columns, prior_1h: np.ndarray) -> dict[str, np.ndarray]:
+    prior_24h = _prior_counts(cols.ts, 86400.0)
     per_hour = _usual_rate_per_hour(cols.ts)
     return {
         "log_prior_10m": np.log1p(_prior_counts(cols.ts, 600.0)),
@@ -318,37 +436,40 @@ def _velocity_features(cols: _Columns) -> dict[str, np.ndarray]:
     }
 
 
-def _identity_features(cols: _Columns, country_codes: np.ndarray) -> dict[str, np.ndarray]:
+def _identity_features(cols: _Columns) -> dict[str, np.ndarray]:
     n = len(cols.ts)
+    country_codes = cols.country.codes
     history = slice(0, max(n - 1, 1))  # the transaction alone stands for an empty history
-    merchant_present, merchant_seen = _seen_before_present(cols.merchant)
-    has_device, device_seen = _seen_before_present(cols.device)
+    # An id present here and equal to an earlier one was seen among the earlier present ids.
+    merchant_present = cols.merchant.present()
+    has_device = cols.device.present()
     home_code = int(np.bincount(country_codes[history]).argmax())
     mcc_share = np.bincount(cols.mcc[: n - 1], minlength=CAT_VOCAB[0]) / max(1, n - 1)
     country_changed = np.zeros(n, dtype=bool)
     country_changed[1:] = country_codes[1:] != country_codes[:-1]
     return {
-        "merchant_seen": merchant_seen | ~merchant_present,
+        "merchant_seen": _seen_before(cols.merchant.codes) | ~merchant_present,
         "has_device": has_device,
-        "device_seen": device_seen,
-        "country_seen": _seen_before(cols.country),
+        "device_seen": _seen_before(cols.device.codes) & has_device,
+        "country_seen": _seen_before(country_codes),
         "home_country": country_codes == home_code,
         "country_changed": country_changed,
         "mcc_share": mcc_share[cols.mcc],
     }
 
 
-def _facts(cols: _Columns, feats: dict[str, np.ndarray], country_codes: np.ndarray) -> dict:
+def _facts(cols: _Columns, feats: dict[str, np.ndarray], prior_1h: np.ndarray) -> dict:
     """What the reason codes are decided from: facts about the transaction, the last event."""
     small_cnp = feats["small_amount"] & (cols.channel == _CHANNEL_INDEX["ecommerce"])
     has_device, device_seen = feats["has_device"], feats["device_seen"]
-    prior_1h = _prior_counts(cols.ts, 3600.0)
+    # Only the transaction's count is needed: earlier events within 30 minutes before it.
+    start_30m = int(np.searchsorted(cols.ts, cols.ts[-1] - 1800.0, side="left"))
     return {
         "n_history": len(cols.ts) - 1,
-        "small_cnp_30m": int(_prior_counts(cols.ts, 1800.0, small_cnp)[-1]),
+        "small_cnp_30m": int(np.count_nonzero(small_cnp[start_30m:-1])),
         "new_device": bool(has_device[-1] and not device_seen[-1] and has_device[:-1].any()),
         "new_country": bool(len(cols.ts) > 1 and not feats["country_seen"][-1]),
-        "impossible_travel": _impossible_travel(cols, country_codes),
+        "impossible_travel": _impossible_travel(cols),
         "prior_1h": int(prior_1h[-1]),
         "usual_peak_1h": _usual_peak(cols.ts, prior_1h),
         "mcc_share": float(feats["mcc_share"][-1]),
@@ -375,19 +496,22 @@ def _previous_flagged(flags: np.ndarray) -> np.ndarray:
 
 def _log_hours_since_same_country(ts: np.ndarray, country_codes: np.ndarray) -> np.ndarray:
     gaps = np.full(len(ts), _GAP_CAP_HOURS)
-    for code in np.unique(country_codes):
-        idx = np.flatnonzero(country_codes == code)
-        gaps[idx[1:]] = np.minimum(np.diff(ts[idx]) / 3600.0, _GAP_CAP_HOURS)
+    # Stable: positions grouped by country, each group in time order; neighbours within a group
+    # are an event and the previous one in the same country.
+    order = np.argsort(country_codes, kind="stable")
+    same = country_codes[order[1:]] == country_codes[order[:-1]]
+    later, earlier = order[1:][same], order[:-1][same]
+    gaps[later] = np.minimum((ts[later] - ts[earlier]) / 3600.0, _GAP_CAP_HOURS)
     return np.log1p(gaps)
 
 
-def _travel_features(cols: _Columns, country_codes: np.ndarray) -> dict[str, np.ndarray]:
+def _travel_features(cols: _Columns) -> dict[str, np.ndarray]:
     """Where the card was physically used last, how recently this country was seen, flights booked."""
-    present = np.isin(cols.channel, [_CHANNEL_INDEX[c] for c in PRESENT_CHANNELS])
-    prev = _previous_flagged(present)
+    country_codes = cols.country.codes
+    prev = _previous_flagged(cols.present)
     other = (prev >= 0) & (country_codes[np.maximum(prev, 0)] != country_codes)
     return {
-        "log_hours_since_present": _log_hours_since(cols.ts, present),
+        "log_hours_since_present": _log_hours_since(cols.ts, cols.present),
         "prev_present_other_country": other,
         "log_hours_since_same_country": _log_hours_since_same_country(cols.ts, country_codes),
         "log_hours_since_airline": _log_hours_since(cols.ts, cols.mcc == _MCC_INDEX["airline"]),
@@ -403,15 +527,15 @@ def _usual_rate_per_hour(ts: np.ndarray) -> float:
 def _usual_peak(ts: np.ndarray, prior_1h: np.ndarray) -> float:
     """The customer's 99th-percentile hourly count, from events more than a day old."""
     old = ts < ts[-1] - 86400.0
-    return float(np.percentile(prior_1h[old], 99)) if old.any() else 0.0
+    return _percentile_99(prior_1h[old]) if old.any() else 0.0
 
 
 # A card present in one country and then another this many seconds later cannot have travelled.
 _IMPOSSIBLE_TRAVEL_S = 4 * 3600.0
 
 
-def _impossible_travel(cols: _Columns, country_codes: np.ndarray) -> bool:
-    present = np.isin(cols.channel, [_CHANNEL_INDEX[c] for c in PRESENT_CHANNELS])
+def _impossible_travel(cols: _Columns) -> bool:
+    present, country_codes = cols.present, cols.country.codes
     if not present[-1]:
         return False
     earlier = np.flatnonzero(present[:-1] & (cols.ts[:-1] >= cols.ts[-1] - _IMPOSSIBLE_TRAVEL_S))

@@ -491,3 +491,69 @@ def test_failure_without_result_accepted() -> None:
     failed = {**_MESSAGE, "status": "failed", "result": None, "error": _ERROR}
     message = TaskResultMessage.model_validate(failed)
     assert message.error is not None and message.error.code is E.INTERNAL_ERROR
+
+
+# -- history items: TransactionEvent's checks, held as dicts ------------------------------------
+
+BAD_EVENT_FIELDS = [
+    ("amount", None), ("amount", "42.1"), ("amount", 0), ("amount", -3.0), ("amount", float("nan")),
+    ("amount", 2e12), ("amount", True), ("amount", DELETE), ("currency", "eur"), ("currency", 978),
+    ("mcc", "541"), ("mcc", 5411), ("mcc", DELETE), ("channel", "moto"), ("country", "XX"),
+    ("timestamp", "2026-03-01T12:00:00"), ("timestamp", 1_700_000_000), ("timestamp", "yesterday"),
+    ("timestamp", datetime(2026, 3, 1, 12)), ("merchant_id", ""), ("device_id", "d" * 129),
+    ("device_id", 7), ("surplus", 1),
+]  # fmt: skip
+
+
+def _with(event: dict[str, Any], field: str, value: object) -> dict[str, Any]:
+    changed = {**event, field: value}
+    if value is DELETE:
+        del changed[field]
+    return changed
+
+
+def _problems(data: dict[str, Any] | bytes, prefix: str) -> list[tuple[ErrorCode, str, str]]:
+    with pytest.raises(ContractError) as caught:
+        parse_request("fraud", data)
+    return [(p.code, p.field.removeprefix(prefix), p.message.removeprefix(prefix)) for p in caught.value.errors]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_EVENT_FIELDS)
+def test_a_history_event_is_refused_exactly_as_the_transaction_is(field: str, value: object) -> None:
+    history = copy.deepcopy(FRAUD["history"])
+    history[1] = _with(history[1], field, value)
+    as_history = {**FRAUD, "history": history}
+    as_transaction = {**FRAUD, "transaction": _with(FRAUD["transaction"], field, value)}
+    assert _problems(as_history, "history.1.") == _problems(as_transaction, "transaction.")
+    if not isinstance(value, datetime):  # JSON has no datetime
+        raw_history, raw_transaction = json.dumps(as_history).encode(), json.dumps(as_transaction).encode()
+        assert _problems(raw_history, "history.1.") == _problems(raw_transaction, "transaction.")
+
+
+@pytest.mark.parametrize("item", [1, "x", None, [], 2.5])
+def test_a_history_item_that_is_no_object_is_refused_in_the_models_words(item: object) -> None:
+    data = {**FRAUD, "history": [FRAUD["history"][0], item]}
+    (problem,) = _problems(data, "")
+    in_models_words = "history.1: Input should be a valid dictionary or instance of TransactionEvent"
+    assert problem == (E.WRONG_TYPE, "history.1", in_models_words)
+    (problem,) = _problems(json.dumps(data).encode(), "")
+    assert problem == (E.WRONG_TYPE, "history.1", "history.1: Input should be an object")
+
+
+def test_history_items_are_dicts_of_every_event_field() -> None:
+    data = {**FRAUD, "history": [_event(90, merchant_id=None), _event(30)]}
+    request = parse_request("fraud", data)
+    assert isinstance(request, FraudRequest)
+    first = request.history[0]
+    assert type(first) is dict and list(first) == list(TransactionEvent.model_fields)
+    assert first == TransactionEvent.model_validate(_event(90, merchant_id=None)).model_dump()
+    assert first["device_id"] == "term-88120" and first["merchant_id"] is None
+    assert parse_request("fraud", json.dumps(data)) == request
+
+
+def test_history_accepts_transaction_event_instances() -> None:
+    events = [TransactionEvent.model_validate(e) for e in FRAUD["history"]]
+    mixed = [events[0], FRAUD["history"][1], events[2]]
+    request = FraudRequest(tenant="t1", transaction=FRAUD["transaction"], history=mixed)
+    assert request == parse_request("fraud", {**FRAUD, "timeout_ms": None, "tenant": "t1"})
+    assert request.history[2] == events[2].model_dump()

@@ -9,13 +9,15 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import itemgetter, sub
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from contracts import FraudRequest, FraudResult, ReasonCode, TriageRequest, TriageResult, parse_request
+from contracts import EventFields, FraudRequest, FraudResult, ReasonCode, TriageRequest, TriageResult, parse_request
 from contracts.requests import Kind, Request, TransactionEvent
-from engine.fraud_features import Event, FraudInput
+from engine.fraud_features import Event, EventColumns, FraudInput
 from engine.triage_input import TriageInput, format_triage_text
 from worker.config import Settings
 from worker.errors import ConfigurationError
@@ -135,7 +137,7 @@ class FraudModel(KindModel):
 
     def engine_input(self, request: Request) -> FraudInput:
         assert isinstance(request, FraudRequest), "the runtime routes requests by kind"
-        return FraudInput(history=[event(e) for e in request.history], transaction=event(request.transaction))
+        return FraudInput(history=event_columns(request.history), transaction=event(request.transaction))
 
     def to_result(self, output: Any) -> FraudResult:
         score = float(output.score)
@@ -195,6 +197,30 @@ def event(e: TransactionEvent) -> Event:
         merchant_id=e.merchant_id,
         device_id=e.device_id,
     )
+
+
+def event_columns(history: Sequence[EventFields]) -> EventColumns:
+    """A contract history as the engine's columns, read field by field: no object per event."""
+    columns = {name: list(map(itemgetter(name), history)) for name in _EVENT_FIELDS}
+    columns["timestamp"] = epoch_seconds(columns["timestamp"])
+    return EventColumns(**columns)
+
+
+_EVENT_FIELDS = tuple(EventFields.__annotations__)  # EventColumns' fields, in the same order
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_seconds(moments: list[datetime]) -> list[float]:
+    """`.timestamp()` of each aware datetime, as a difference from the Unix epoch.
+
+    The epoch is given the first moment's tzinfo where that is UTC: pydantic shares one tzinfo
+    object among all the "Z" timestamps it parses, and aware datetimes with the very same tzinfo
+    subtract without a utcoffset() call, three times faster. Other zones subtract correctly too.
+    """
+    epoch = _UNIX_EPOCH
+    if moments and moments[0].utcoffset() == timedelta(0):
+        epoch = _UNIX_EPOCH.replace(tzinfo=moments[0].tzinfo)
+    return list(map(timedelta.total_seconds, map(sub, moments, repeat(epoch))))
 
 
 def _sample_event(amount: float, epoch_s: float) -> dict[str, Any]:
