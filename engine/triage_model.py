@@ -71,4 +71,9 @@ def load_triage_classifier(backbone_dir, num_labels: int, n_structured: int, str
     with torch.device("meta"):
         model = TriageClassifier(config, n_structured, structured_hidden, head_hidden, pooling)
     assign_weights(model, state, allow_missing=("structured.", "head.", "bert.pooler."))
+    # PyTorch's own initialiser for the fusion layers: BERT's N(0, 0.02) suits a linear head over
+    # LayerNorm-ed features, but leaves a fresh two-layer MLP over 16 raw numbers nearly silent.
+    for module in (*model.structured, *model.head):
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
     return model.train()
