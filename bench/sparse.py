@@ -34,6 +34,7 @@ swamps small kernels, and the sparse layer runs many of them.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -185,7 +186,7 @@ def baseline_logits(model: FraudTransformer, cat: torch.Tensor, num: torch.Tenso
 
 
 def runner_cases(runner: FraudRunner) -> dict[str, list[PreparedFraud]]:
-    def histories(seed: int, count: int, lengths: tuple) -> list[PreparedFraud]:
+    def histories(seed: int, count: int, lengths: tuple[tuple[int, int, float], ...]) -> list[PreparedFraud]:
         sim = FraudSimulator(SimConfig(seed=seed, lengths=lengths))
         return [runner.prepare(ex.input) for ex in sim.examples(count)]
 
@@ -201,7 +202,8 @@ def runner_cases(runner: FraudRunner) -> dict[str, list[PreparedFraud]]:
 def run_baseline(runner: FraudRunner, batch: list[PreparedFraud]) -> None:
     padded = [padded_length(p.n_tokens, runner.model.cfg.block_size) for p in batch]
     for idx in plan_batches(padded, runner.token_budget, runner.max_batch_size):
-        cat, num, mask = collate([(batch[i].features.cat, batch[i].features.num) for i in idx], 64)
+        items = [(batch[i].features.cat, batch[i].features.num) for i in idx]
+        cat, num, mask = collate(items, runner.model.cfg.block_size)
         torch.sigmoid(baseline_logits(runner.model, cat, num, mask)).tolist()
 
 
@@ -211,7 +213,10 @@ def bench_runner(repeats: int) -> None:
     print(f"fraud runner, torch {torch.__version__}, threads {threads}, CPU ms per batch (min / median of {repeats})")
     print(f"{'case':<22}{'baseline':>18}{'engine':>18}{'speed-up':>10}")
     for name, batch in runner_cases(runner).items():
-        variants = {"baseline": lambda b=batch: run_baseline(runner, b), "engine": lambda b=batch: runner.run(b)}
+        variants: dict[str, Callable[[], object]] = {
+            "baseline": functools.partial(run_baseline, runner, batch),
+            "engine": functools.partial(runner.run, batch),
+        }
         times: dict[str, list[float]] = {k: [] for k in variants}
         with torch.inference_mode():
             for fn in variants.values():

@@ -119,11 +119,12 @@ class DynamicSparseAttention(nn.Module):
         w, b = self.qkv.weight, self.qkv.bias
         q = F.linear(x[:, -1], w[:D], b[:D]).view(B, nh, 1, hs)  # (B, nh, 1, hs)
         kv = F.linear(xp, w[D:], b[D:]).view(B, Lp, 2, nh, hs).permute(2, 0, 3, 1, 4)  # (2, B, nh, Lp, hs)
+        k, v = kv.unbind(0)  # each (B, nh, Lp, hs)
         idx, weight, slot_real = self._select_globals(xp, real)
-        heads = self._last_heads(q, *kv.unbind(0), (idx, weight, slot_real), real)  # (B, nh, 1, hs)
+        local, glob = self._last_heads(q, k, v, (idx, weight, slot_real), real)  # each (B, nh, 1, hs)
         gate = torch.sigmoid(self.gate(x[:, -1]))[:, :, None, None]  # (B, nh, 1, 1)
-        full = self._sdpa(q, *kv.unbind(0), _never_empty(real[:, None, None, :]))  # (B, nh, 1, hs)
-        mixed = torch.lerp(heads[1], heads[0], gate)  # (B, nh, 1, hs): gate * local + (1 - gate) * glob
+        full = self._sdpa(q, k, v, _never_empty(real[:, None, None, :]))  # (B, nh, 1, hs)
+        mixed = torch.lerp(glob, local, gate)  # (B, nh, 1, hs): gate * local + (1 - gate) * glob
         is_global = (idx == L - 1).any(dim=1)[:, None, None, None]  # (B, 1, 1, 1)
         out = self.proj(torch.where(is_global, full, mixed).reshape(B, D))  # (B, D)
         return out.masked_fill(~real[:, L - 1, None], 0.0)
