@@ -27,6 +27,13 @@ from engine.fraud_model import FraudModelConfig, FraudTransformer, collate, padd
 DEFAULT_TOKEN_BUDGET = 16384
 # Short realtime inputs: more per pass stops paying off on the CPU.
 DEFAULT_MAX_BATCH = 64
+# History events the model attends to: the latest 512 (and the transaction). Features are still
+# computed over the whole history (velocity, novelty, travel), so older events shape every row the
+# model sees; only the attention context is bounded. The shipped model was trained on the latest
+# 128 events of each history, and on its 2,500 held-out test inputs a 512-event context gave the
+# same decision as the full history for every input (516 of them longer than 512), AUC-PR 0.9162
+# against 0.9163, while the worst single input (4,096 events) took 3.1 ms instead of 17.1 ms.
+DEFAULT_CONTEXT_EVENTS = 512
 # The fixed cost of one forward pass in padded events: on one CPU thread a pass costs about 1 ms
 # plus 4-5 us per padded event, so a pass is worth starting when it saves ~200 events of padding.
 CALL_COST_EVENTS = 200
@@ -60,6 +67,7 @@ class FraudRunner:
         device: torch.device,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         max_batch_size: int = DEFAULT_MAX_BATCH,
+        context_events: int | None = DEFAULT_CONTEXT_EVENTS,
     ) -> None:
         self.model = model.eval()
         self.thresholds = thresholds
@@ -69,10 +77,21 @@ class FraudRunner:
         self.precision = "fp32"
         self.token_budget = token_budget
         self.max_batch_size = max_batch_size
+        if context_events is not None and context_events < 0:
+            raise ValueError("context_events must be >= 0 or None (the whole history)")
+        self.context_events = context_events
 
     def prepare(self, item: FraudInput) -> PreparedFraud:
-        """Featurise one input; raises engine.errors.InputError for one the model cannot take."""
-        return PreparedFraud(featurize(item))
+        """Featurise one input; raises engine.errors.InputError for one the model cannot take.
+
+        Every event is featurised; the model then sees the latest `context_events` of them and the
+        transaction (None: all).
+        """
+        features = featurize(item)
+        keep = None if self.context_events is None else self.context_events + 1
+        if keep is not None and features.n_events > keep:
+            features = EventFeatures(features.cat[-keep:], features.num[-keep:], features.reasons)
+        return PreparedFraud(features)
 
     def run(self, batch: Sequence[PreparedFraud]) -> list[FraudPrediction]:
         """One prediction per prepared input, in input order."""
@@ -130,7 +149,8 @@ def plan_sub_batches(
     return runs[::-1]
 
 
-def load_fraud(model_dir: str | Path, device: str = "auto", precision: str = "auto") -> FraudRunner:
+def load_fraud(model_dir: str | Path, device: str = "auto", precision: str = "auto",
+               context_events: int | None = DEFAULT_CONTEXT_EVENTS) -> FraudRunner:
     """The fraud runner from a directory with config.json, model.safetensors and thresholds.json."""
     model_dir = Path(model_dir)
     if precision not in ("auto", "fp32"):
@@ -139,7 +159,8 @@ def load_fraud(model_dir: str | Path, device: str = "auto", precision: str = "au
     cfg = _read_config(model_dir)
     model = _load_weights(cfg, model_dir / "model.safetensors", torch_device)
     thresholds = _read_thresholds(model_dir / "thresholds.json")
-    return FraudRunner(model, thresholds, _version(model_dir / "model.safetensors"), torch_device)
+    version = _version(model_dir / "model.safetensors")
+    return FraudRunner(model, thresholds, version, torch_device, context_events=context_events)
 
 
 def _read_config(model_dir: Path) -> FraudModelConfig:

@@ -121,7 +121,7 @@ def test_card_testing_burst_scores_above_a_grocery_purchase(runner):
 
 
 def test_outputs_come_back_in_input_order_with_mixed_lengths():
-    runner = load_fraud(MODEL_DIR, device="cpu")
+    runner = load_fraud(MODEL_DIR, device="cpu", context_events=None)  # whole histories: long passes
     runner.token_budget = 4096  # forces several sub-batches
     sizes = [3000, 20, 700, 1, 64, 65, 1500]
     inputs = [
@@ -160,3 +160,21 @@ def test_sub_batches_keep_short_inputs_away_from_a_long_history():
     assert all(len(run) <= 2 for run in capped)
     assert all(len(run) == 1 or max(padded[i] for i in run) * len(run) <= 4096 for run in capped)
     assert plan_sub_batches([], 16384, 64) == []
+
+
+def test_the_model_attends_to_the_latest_context_events_of_a_featurised_history(runner):
+    assert runner.context_events == 512
+    inp = _card_testing(_grocery_history(1500))
+    full = load_fraud(MODEL_DIR, device="cpu", context_events=None).prepare(inp)
+    capped = runner.prepare(inp)
+    assert full.n_tokens == 1509 and capped.n_tokens == 513
+    # The kept rows are the whole history's features of the latest events, not features of a cut history.
+    assert torch.equal(capped.features.num, full.features.num[-513:])
+    assert torch.equal(capped.features.cat, full.features.cat[-513:])
+    assert capped.features.reasons == full.features.reasons
+    short = _grocery(_grocery_history(40))
+    assert runner.prepare(short).n_tokens == 41
+    [a, b] = runner.run([capped, runner.prepare(short)])
+    assert a.score > 0.5 > b.score
+    with pytest.raises(ValueError):
+        load_fraud(MODEL_DIR, device="cpu", context_events=-1)
