@@ -158,7 +158,6 @@ def sliced_metrics(examples: list[TriageExample], y_pred: np.ndarray) -> dict:
 def fit_baseline(train: list[TriageExample], val: list[TriageExample]) -> tuple[object, dict]:
     """Word 1-2 grams + char 2-5 grams, class-balanced logistic regression; C chosen on validation."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline, make_union
 
     features = make_union(
@@ -169,33 +168,45 @@ def fit_baseline(train: list[TriageExample], val: list[TriageExample]) -> tuple[
     )
     x_train = features.fit_transform([e.text for e in train])
     x_val = features.transform([e.text for e in val])
+    score, c, clf = select_logistic(x_train, label_index(train), x_val, label_index(val), max_iter=3000)
+    return make_pipeline(features, clf), {"C": c, "val_macro_f1": score}
+
+
+def select_logistic(
+    x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, max_iter: int
+) -> tuple[float, float, object]:
+    """(validation macro-F1, C, model) of the class-balanced logistic regression whose C in {1, 4, 16}
+    scores best on validation."""
+    from sklearn.linear_model import LogisticRegression
+
     best: tuple[float, float, object] | None = None
     for c in (1.0, 4.0, 16.0):
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
-        clf.fit(x_train, label_index(train))
-        score = classification_metrics(label_index(val), clf.predict(x_val))["macro_f1"]
+        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter)
+        clf.fit(x_train, y_train)
+        score = classification_metrics(y_val, clf.predict(x_val))["macro_f1"]
         if best is None or score > best[0]:
             best = (score, c, clf)
     assert best is not None
-    return make_pipeline(features, best[2]), {"C": best[1], "val_macro_f1": best[0]}
+    return best
 
 
 def structured_matrix(examples: list[TriageExample]) -> np.ndarray:
     return np.array([structured_features(e.to_input()) for e in examples])
 
 
-def fit_baseline_structured(train: list[TriageExample], val: list[TriageExample]) -> tuple[object, dict]:
+def fit_baseline_structured(
+    train: list[TriageExample], val: list[TriageExample], text_baseline: object
+) -> tuple[object, dict]:
     """The same TF-IDF features plus the model's structured numbers (and their pairwise products with
     age, so a linear model can shift a vital's weight with age); C chosen on validation.
 
     The fusion model sees the structured fields as numbers, so this is the baseline given the
     same inputs in the same form; the text-only baseline above is the one the model card leads with.
+    Its TF-IDF features are those `text_baseline` (from `fit_baseline`) fitted on the same train split.
     """
     from scipy.sparse import csr_matrix, hstack
-    from sklearn.linear_model import LogisticRegression
 
-    text, _ = fit_baseline(train, val)
-    features = text.steps[0][1]  # type: ignore[attr-defined]
+    features = text_baseline.steps[0][1]  # type: ignore[attr-defined]
 
     def design(examples: list[TriageExample]):
         numbers = structured_matrix(examples)
@@ -203,17 +214,8 @@ def fit_baseline_structured(train: list[TriageExample], val: list[TriageExample]
         return hstack([features.transform([e.text for e in examples]), csr_matrix(numbers),
                        csr_matrix(with_age)]).tocsr()
 
-    x_train, x_val = design(train), design(val)
-    best: tuple[float, float, object] | None = None
-    for c in (1.0, 4.0, 16.0):
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
-        clf.fit(x_train, label_index(train))
-        score = classification_metrics(label_index(val), clf.predict(x_val))["macro_f1"]
-        if best is None or score > best[0]:
-            best = (score, c, clf)
-    assert best is not None
-    clf = best[2]
-    return (lambda examples: clf.predict(design(examples))), {"C": best[1], "val_macro_f1": best[0]}
+    score, c, clf = select_logistic(design(train), label_index(train), design(val), label_index(val), max_iter=5000)
+    return (lambda examples: clf.predict(design(examples))), {"C": c, "val_macro_f1": score}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -577,7 +579,9 @@ def run(cfg: TrainConfig) -> dict:
     report["baseline_s"] = time.perf_counter() - t0
     print("baseline", json.dumps(report["baseline_test"]["all"]["macro_f1"]), flush=True)
     t_structured = time.perf_counter()
-    predict_structured, report["baseline_structured_selection"] = fit_baseline_structured(splits.train, splits.val)
+    predict_structured, report["baseline_structured_selection"] = fit_baseline_structured(
+        splits.train, splits.val, baseline
+    )
     report["baseline_structured_test"] = sliced_metrics(splits.test, predict_structured(splits.test))
     report["baseline_structured_s"] = time.perf_counter() - t_structured
     print("baseline+structured", json.dumps(report["baseline_structured_test"]["all"]["macro_f1"]), flush=True)
