@@ -48,7 +48,7 @@ import redis  # noqa: E402
 import torch  # noqa: E402
 
 from contracts import parse_request  # noqa: E402
-from worker import samples  # noqa: E402
+from training import samples  # noqa: E402
 from worker.batcher import BatchLimits, LaneQueue  # noqa: E402
 from worker.client import InferqClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
@@ -107,7 +107,7 @@ QUICK = Scale(
 
 def fraud_requests(n: int, seed: int, history: int | None = None) -> list[dict[str, Any]]:
     """Simulated customers; `history` fixes the history length, else the simulator's mix (16-4,096)."""
-    from engine.fraud_sim import FraudSimulator, SimConfig
+    from training.fraud_sim import FraudSimulator, SimConfig
 
     config = SimConfig(seed=seed) if history is None else SimConfig(seed=seed, lengths=((history, history, 1.0),))
     # The transaction happened a minute ago.
@@ -115,8 +115,8 @@ def fraud_requests(n: int, seed: int, history: int | None = None) -> list[dict[s
 
 
 def triage_requests(n: int, seed: int) -> list[dict[str, Any]]:
-    """Synthetic triage notes (engine.triage_data), in the contract's request form."""
-    from engine.triage_data import generate
+    """Synthetic triage notes (training.triage_data), in the contract's request form."""
+    from training.triage_data import generate
 
     return [samples.triage_request(ex, "bench-hospital") for ex in generate(n, seed)]
 

@@ -5,7 +5,7 @@
 Grid: batch 1/8/32 x length 32/128/512 of unpadded inputs, sequences/s for our engine under each
 available precision policy, `transformers` eager fp32 (attn_implementation="eager", the baseline of
 every ratio), `transformers` with its SDPA attention, and ONNX Runtime fp32 (an export of our fp32
-model). Then the realistic triage mix: the notes of `engine.triage_data.generate` (mostly short, a
+model). Then the realistic triage mix: the notes of `training.triage_data.generate` (mostly short, a
 tail of long transfer summaries chunked at 512), where our token-budget batching runs against
 fixed batches of 32 padded to their longest input. Engines run interleaved, round by round, so
 load from other processes on a shared machine hits them alike; each figure is the median round.
@@ -181,7 +181,7 @@ def print_row(label: str, seq_per_s: dict[str, float]) -> None:
 
 
 def mix_prepared(runner: TriageRunner, n: int, seed: int) -> list[Prepared]:
-    from engine.triage_data import generate
+    from training.triage_data import generate
 
     return [runner.prepare(example.to_input()) for example in generate(n, seed)]
 

@@ -38,8 +38,8 @@ def _workloads(tasks: int) -> dict[str, list[bytes]]:
     sys.path.insert(0, str(REPO))
     import orjson
 
-    from engine.fraud_sim import FraudSimulator, SimConfig
-    from worker import samples
+    from training import samples
+    from training.fraud_sim import FraudSimulator, SimConfig
 
     def requests(config: SimConfig) -> list[bytes]:
         examples = FraudSimulator(config).examples(tasks)

@@ -55,8 +55,8 @@ from engine.batching import plan_batches  # noqa: E402
 from engine.fraud_features import MAX_HISTORY  # noqa: E402
 from engine.fraud_model import FraudModelConfig, FraudTransformer, collate, padded_length  # noqa: E402
 from engine.fraud_runner import FraudRunner, PreparedFraud, load_fraud  # noqa: E402
-from engine.fraud_sim import FraudSimulator, SimConfig  # noqa: E402
 from engine.sparse_attention import make_attention  # noqa: E402
+from training.fraud_sim import FraudSimulator, SimConfig  # noqa: E402
 
 LENGTHS = (512, 1024, 2048, 4096, 8192)
 QUICK_LENGTHS = (512, 1024, 2048, 4096)

@@ -80,7 +80,7 @@ def _event(ev: Any, shift_s: float) -> dict[str, Any]:
 
 
 def _fraud_requests(n: int) -> list[dict[str, Any]]:
-    from engine.fraud_sim import FraudSimulator, SimConfig
+    from training.fraud_sim import FraudSimulator, SimConfig
 
     out = []
     for example in FraudSimulator(SimConfig(seed=5, lengths=((16, 96, 1.0),))).examples(n):
@@ -97,7 +97,7 @@ def _fraud_requests(n: int) -> list[dict[str, Any]]:
 
 
 def _triage_requests(n: int) -> list[dict[str, Any]]:
-    from engine.triage_data import generate
+    from training.triage_data import generate
 
     return [{"tenant": "chaos", "note": ex.note} for ex in generate(n, seed=5)]
 

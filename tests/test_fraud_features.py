@@ -8,7 +8,7 @@ import torch
 
 from engine.errors import InputError
 from engine.fraud_features import Event, EventColumns, FraudInput, _median, _percentile_99, featurize
-from engine.fraud_sim import FraudSimulator, SimConfig
+from training.fraud_sim import FraudSimulator, SimConfig
 
 EVENTS = [
     Event(12.5, "EUR", "5411", "contactless", "DE", 1.75e9, "m-1", None),

@@ -13,7 +13,7 @@ from engine.errors import InputError
 from engine.fraud_features import CAT_VOCAB, MAX_HISTORY, N_NUMERIC, Event, FraudInput, featurize
 from engine.fraud_model import FraudModelConfig, FraudTransformer, collate
 from engine.fraud_runner import FraudPrediction, load_fraud, plan_sub_batches
-from engine.fraud_sim import FraudSimulator, SimConfig
+from training.fraud_sim import FraudSimulator, SimConfig
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "fraud"
 T0 = 1.75e9

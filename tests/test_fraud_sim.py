@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from engine.fraud_features import SMALL_AMOUNT
-from engine.fraud_sim import FRAUD_PATTERNS, LEGIT_SCENARIOS, FraudSimulator, SimConfig
+from training.fraud_sim import FRAUD_PATTERNS, LEGIT_SCENARIOS, FraudSimulator, SimConfig
 
 SHORT = ((16, 96, 1.0),)
 

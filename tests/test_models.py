@@ -7,8 +7,8 @@ import torch
 
 from contracts import FraudRequest, TransactionEvent, parse_request
 from engine.fraud_features import EventColumns, FraudInput, featurize
-from engine.fraud_sim import FraudSimulator, SimConfig
-from worker import samples
+from training import samples
+from training.fraud_sim import FraudSimulator, SimConfig
 from worker.models import FraudModel, epoch_seconds, event
 
 

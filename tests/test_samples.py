@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 
 from contracts import FraudRequest, TriageRequest, parse_request
-from engine.fraud_sim import FraudSimulator, SimConfig
-from worker import samples
+from training import samples
+from training.fraud_sim import FraudSimulator, SimConfig
 
 
 def test_triage_samples_parse_and_keep_structured_fields() -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from engine.errors import InputError
 from engine.tokenizer import TextTokenizer
-from engine.triage_data import (
+from engine.triage_input import N_STRUCTURED, TriageInput, format_age, format_triage_text, structured_features
+from training.triage_data import (
     CLASS_MIX,
     Facts,
     danger_zone,
@@ -20,7 +21,6 @@ from engine.triage_data import (
     is_negation_heavy,
     negated_high_risk_terms,
 )
-from engine.triage_input import N_STRUCTURED, TriageInput, format_age, format_triage_text, structured_features
 
 DAY = 1 / 365.25
 

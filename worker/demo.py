@@ -20,7 +20,8 @@ from typing import Any, cast
 
 import redis
 
-from worker import embedded, samples
+from training import samples
+from worker import embedded
 from worker.config import Settings
 from worker.constants import RESULT_MESSAGE, RESULTS_PREFIX
 from worker.processes import WorkerProcess, spawn_worker
@@ -56,7 +57,7 @@ def _wait_ready(workers: list[WorkerProcess]) -> None:
 
 
 def _fraud_requests(seed: int) -> Iterator[dict[str, Any]]:
-    from engine.fraud_sim import FraudSimulator, SimConfig
+    from training.fraud_sim import FraudSimulator, SimConfig
 
     # 2% fraud: rarer than the enriched training mix, common enough that declines show in a minute.
     # Short histories keep the demo's payloads small; the model reads up to 4,096 events.

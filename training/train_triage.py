@@ -1,7 +1,7 @@
 """Fine-tune the triage classifier on synthetic ESI notes and evaluate it against a TF-IDF baseline.
 
-    python -m engine.train_triage --out models/triage [--n-train 5000] [--seed 7]
-    python -m engine.train_triage --out models/triage --gate     # precision gate of a trained model
+    python -m training.train_triage --out models/triage [--n-train 5000] [--seed 7]
+    python -m training.train_triage --out models/triage --gate     # precision gate of a trained model
 
 The model is `engine.triage_model.TriageClassifier`: the MiniLM encoder over the rendered note, fused
 with the request's age and vitals as numbers. The backbone stays frozen below the top `--layers`
@@ -35,9 +35,9 @@ from engine.batching import chunk_ids
 from engine.bert import mean_pool, sdpa_mask
 from engine.runners import calibrate_int8_fallbacks, load_triage, pool_chunks
 from engine.tokenizer import TextTokenizer
-from engine.triage_data import TriageExample, generate, is_negation_heavy
 from engine.triage_input import N_STRUCTURED, STRUCTURED_FEATURES, structured_features
 from engine.triage_model import TriageClassifier, load_triage_classifier
+from training.triage_data import TriageExample, generate, is_negation_heavy
 
 LABELS = ("1", "2", "3", "4", "5")
 WEIGHTS_FILE = "finetuned.safetensors"

@@ -1,6 +1,6 @@
 """Synthetic traffic in the wire contract's request form, for the demo and the benchmarks.
 
-The engine's seeded generators (`engine.triage_data`, `engine.fraud_sim`) speak the engine's
+The engine's seeded generators (`training.triage_data`, `training.fraud_sim`) speak the engine's
 types; this module turns their examples into the JSON a producer would send. No real patient or
 card data is involved.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from contracts.requests import MAX_PAST_S
 from engine.fraud_features import Event, FraudInput
-from engine.triage_data import TriageExample
+from training.triage_data import TriageExample
 
 # The generator's arrival phrases as contract codes (private vehicle and wheelchair are walk-ins).
 ARRIVAL_CODES = {"walk-in": "walk_in", "private vehicle": "walk_in", "wheelchair": "walk_in", "EMS": "ems"}
@@ -74,7 +74,7 @@ def triage_request(ex: TriageExample, tenant: str) -> dict[str, Any]:
 
 def triage_stream(seed: int, tenant: str, chunk: int = 200) -> Iterator[dict[str, Any]]:
     """Endless triage requests, `chunk` generated at a time."""
-    from engine.triage_data import generate
+    from training.triage_data import generate
 
     while True:
         yield from (triage_request(ex, tenant) for ex in generate(chunk, seed))

@@ -1,6 +1,6 @@
 """Train the fraud model and its two baselines on simulated histories; write models/fraud/.
 
-    python -m engine.train_fraud --out models/fraud
+    python -m training.train_fraud --out models/fraud
 
 Trains the transformer with dynamic sparse attention (the shipped checkpoint), the same model with
 dense attention, and scikit-learn HistGradientBoosting on the aggregate features a fraud team
@@ -29,7 +29,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from engine.batching import plan_batches
 from engine.fraud_features import CHANNELS, MAX_HISTORY, MCC_GROUPS, SMALL_AMOUNT, Event, FraudInput, featurize
 from engine.fraud_model import FraudModelConfig, FraudTransformer, bce_loss, collate, padded_length
-from engine.fraud_sim import FraudSimulator, SimConfig
+from training.fraud_sim import FraudSimulator, SimConfig
 
 # Review at 2% and decline at 0.2% of legitimate transactions: a typical issuer's analyst
 # capacity and the share of good customers it will accept to inconvenience outright.
