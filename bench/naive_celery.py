@@ -18,8 +18,9 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from contracts import parse_request
+from contracts.wire import Kind
+from worker.adapters import KindAdapter, load_adapters
 from worker.config import Settings
-from worker.models import KindModel, load_models
 
 REDIS_URL = os.environ.get("NAIVE_REDIS_URL", "redis://127.0.0.1:6379/11")
 TASK_TRIAGE = "naive.triage"
@@ -33,25 +34,27 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 
-_models: dict[str, KindModel] = {}
+_models: dict[Kind, KindAdapter] = {}
 
 
 @worker_process_init.connect
 def _load_models(**_: Any) -> None:
     """Load and warm up both models in each pool process before it takes a task."""
     settings = Settings(kinds=["triage", "fraud"], redis_url=REDIS_URL)
-    _models.update(load_models(settings))
+    _models.update(load_adapters(settings))
     for model in _models.values():
         model.warmup()
 
 
-def infer(kind: str, request: dict[str, Any]) -> dict[str, Any]:
+def infer(kind: Kind, request: dict[str, Any]) -> dict[str, Any]:
     """One task, start to end: validate, prepare, a forward pass over a batch of one, the result."""
     if not _models:
         _load_models()
     model = _models[kind]
-    output = model.run([model.prepare(parse_request(kind, request))])[0]
-    return model.to_result(output).model_dump(mode="json")
+    [result] = model.compute([model.prepare(parse_request(kind, request))])
+    if isinstance(result, ValueError):
+        raise result
+    return result.model_dump(mode="json")
 
 
 @app.task(name=TASK_TRIAGE)

@@ -3,7 +3,8 @@
     .venv/bin/python bench/prepare.py [--baseline REV] [--tasks 200] [--rounds 3]
 
 The worker's prepare path for a fraud task, stage by stage, per task: decode (orjson, as the
-ingress does), validate (`parse_request` on the decoded object), convert (`FraudModel.engine_input`)
+ingress does), validate (`parse_request` on the decoded object), convert (`worker.adapters.fraud_input`;
+`FraudModel.engine_input` in trees from before the adapters)
 and featurize (`engine.fraud_features.featurize`); plus, for reference, validation straight from
 the JSON bytes. Two workloads: the simulator's mix of history lengths and 128-event histories.
 
@@ -58,10 +59,16 @@ def _measure(bodies: list[bytes]) -> dict[str, float]:
 
     from contracts import parse_request
     from engine.fraud_features import featurize
-    from worker.models import FraudModel
+
+    convert: Any
+    try:
+        from worker.adapters import fraud_input as convert
+    except ImportError:  # a baseline from before worker/adapters.py: the same step lived on FraudModel
+        from worker.models import FraudModel
+
+        convert = FraudModel(runner=None, review_threshold=0.5, decline_threshold=0.9).engine_input
 
     torch.set_num_threads(1)
-    model = FraudModel(runner=None, review_threshold=0.5, decline_threshold=0.9)  # type: ignore[arg-type]
 
     def timed(fn: Any, items: list[Any]) -> tuple[float, list[Any]]:
         runs, out = [], []
@@ -74,7 +81,7 @@ def _measure(bodies: list[bytes]) -> dict[str, float]:
     figures: dict[str, float] = {}
     figures["decode"], decoded = timed(orjson.loads, bodies)
     figures["validate"], requests = timed(lambda data: parse_request("fraud", data), decoded)
-    figures["convert"], inputs = timed(model.engine_input, requests)
+    figures["convert"], inputs = timed(convert, requests)
     figures["featurize"], _ = timed(featurize, inputs)
     figures["validate from bytes"], _ = timed(lambda data: parse_request("fraud", data), bodies)
     return figures

@@ -1,6 +1,6 @@
 """Dynamic sparse attention against dense scaled_dot_product_attention, one layer and the fraud model.
 
-    .venv/bin/python bench/sparse.py [--device cpu|cuda] [--quick] [--threads N] [--batch B]
+    .venv/bin/python bench/sparse.py [--device cpu|cuda] [--quick] [--lengths L ...] [--threads N] [--batch B]
     .venv/bin/python bench/sparse.py --runner [--threads 1] [--repeats 9]
 
 For every length L in 512 ... 8192 (batch B, default 1: one history per scored transaction),
@@ -21,9 +21,10 @@ linear growth looks like.
 
 With `--runner` it times the fraud runner instead, on simulated inputs: (a) 128 histories of
 128 events, (b) realtime batches of 8 and 32 from the simulator's history mix, (c) one 4,096-event
-history. The baseline in the same run plans sub-batches with `engine.batching.plan_batches` (fill
-the token budget longest first) and runs every row of the last layer; the engine plans with
-`plan_sub_batches` and computes only the transaction's row of the last layer. Time is CPU time of
+history. The baseline in the same run plans sub-batches the former way (`greedy_passes`: fill the
+token budget longest first) and runs every row of the last layer; the engine plans its forward
+passes with `engine.batching.plan_batch` (least padded cost, each pass charged its fixed cost), as a
+worker does, and computes only the transaction's row of the last layer. Time is CPU time of
 the calling thread (`time.thread_time`), min and median of `--repeats`, the two alternating.
 
 On a CPU shared with other busy processes, run with `OMP_WAIT_POLICY=PASSIVE` (or `--threads 1`):
@@ -51,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from engine.batching import plan_batches  # noqa: E402
+from engine.batching import BatchLimits, fits, plan_batch  # noqa: E402
 from engine.fraud_features import MAX_HISTORY  # noqa: E402
 from engine.fraud_model import FraudModelConfig, FraudTransformer, collate, padded_length  # noqa: E402
 from engine.fraud_runner import FraudRunner, PreparedFraud, load_fraud  # noqa: E402
@@ -199,12 +200,28 @@ def runner_cases(runner: FraudRunner) -> dict[str, list[PreparedFraud]]:
     }
 
 
+def greedy_passes(lengths: list[int], limits: BatchLimits) -> list[list[int]]:
+    """The former planner: longest first, each pass filled until the next item would not fit."""
+    passes: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True):
+        if passes and fits(lengths[passes[-1][0]], len(passes[-1]) + 1, limits):
+            passes[-1].append(index)
+        else:
+            passes.append([index])
+    return passes
+
+
 def run_baseline(runner: FraudRunner, batch: list[PreparedFraud]) -> None:
     padded = [padded_length(p.n_tokens, runner.model.cfg.block_size) for p in batch]
-    for idx in plan_batches(padded, runner.token_budget, runner.max_batch_size):
+    for idx in greedy_passes(padded, runner.pass_limits):
         items = [(batch[i].features.cat, batch[i].features.num) for i in idx]
         cat, num, mask = collate(items, runner.model.cfg.block_size)
         torch.sigmoid(baseline_logits(runner.model, cat, num, mask)).tolist()
+
+
+def run_engine(runner: FraudRunner, batch: list[PreparedFraud]) -> None:
+    """The worker's path: plan the forward passes, then run them."""
+    runner.run(batch, plan_batch(batch, runner.pass_limits, runner.pass_cost))
 
 
 def bench_runner(repeats: int) -> None:
@@ -215,7 +232,7 @@ def bench_runner(repeats: int) -> None:
     for name, batch in runner_cases(runner).items():
         variants: dict[str, Callable[[], object]] = {
             "baseline": functools.partial(run_baseline, runner, batch),
-            "engine": functools.partial(runner.run, batch),
+            "engine": functools.partial(run_engine, runner, batch),
         }
         times: dict[str, list[float]] = {k: [] for k in variants}
         with torch.inference_mode():
@@ -251,6 +268,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--quick", action="store_true", help="lengths up to 4096, 3 repeats")
+    p.add_argument("--lengths", type=int, nargs="+", metavar="L", help="these lengths only (e.g. 512 for a smoke run)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     # One history per scored transaction is the realtime case.
     p.add_argument("--batch", type=int, default=1)
@@ -277,7 +295,7 @@ def main() -> None:
     print(describe(args, device))
     print(HEADER, flush=True)
     for scope in SCOPES:
-        for length in QUICK_LENGTHS if args.quick else LENGTHS:
+        for length in args.lengths or (QUICK_LENGTHS if args.quick else LENGTHS):
             print(format_row(scope, length, args.batch, measure(scope, length, args, device)), flush=True)
 
 

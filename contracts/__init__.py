@@ -2,12 +2,9 @@
 
 from contracts.errors import ContractError, ErrorCode, Problem
 from contracts.requests import (
-    KINDS,
     SCHEMA_VERSION,
     EventFields,
     FraudRequest,
-    Kind,
-    Lane,
     Request,
     TransactionEvent,
     TriageRequest,
@@ -24,6 +21,7 @@ from contracts.results import (
     Timings,
     TriageResult,
 )
+from contracts.wire import KINDS, Kind, Lane
 
 __all__ = [
     "KINDS",

@@ -14,6 +14,7 @@ class ErrorCode(StrEnum):
     """Machine-readable reason for a refused request or a task that did not complete."""
 
     INVALID_JSON = "invalid_json"
+    INVALID_UNICODE = "invalid_unicode"
     UNKNOWN_FIELD = "unknown_field"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
@@ -40,10 +41,16 @@ class ErrorCode(StrEnum):
     MODEL_ERROR = "model_error"
     INTERNAL_ERROR = "internal_error"
     TOO_MANY_DELIVERIES = "too_many_deliveries"
+    UNSIGNED = "unsigned"
+    UNKNOWN_SIGNING_KEY = "unknown_signing_key"
+    BAD_SIGNATURE = "bad_signature"
+    STALE_SIGNATURE = "stale_signature"
+    REPLAYED = "replayed"
 
 
 DESCRIPTIONS: Mapping[ErrorCode, str] = {
-    ErrorCode.INVALID_JSON: "The request is not valid JSON (or not UTF-8).",
+    ErrorCode.INVALID_JSON: "The request is not valid JSON.",
+    ErrorCode.INVALID_UNICODE: "The request holds bytes that are not UTF-8, or a lone surrogate (raw or escaped).",
     ErrorCode.UNKNOWN_FIELD: "The request has a field the contract does not define.",
     ErrorCode.MISSING_FIELD: "A required field is absent.",
     ErrorCode.WRONG_TYPE: "A field has the wrong JSON type (e.g. a string where a number belongs).",
@@ -70,6 +77,11 @@ DESCRIPTIONS: Mapping[ErrorCode, str] = {
     ErrorCode.MODEL_ERROR: "The model failed on this input.",
     ErrorCode.INTERNAL_ERROR: "The service failed for a reason unrelated to the input.",
     ErrorCode.TOO_MANY_DELIVERIES: "The task was delivered too often without a result; it was dead-lettered.",
+    ErrorCode.UNSIGNED: "The entry carries no signature, and this service requires signed entries.",
+    ErrorCode.UNKNOWN_SIGNING_KEY: "The entry is signed with a key id this service does not hold.",
+    ErrorCode.BAD_SIGNATURE: "The entry's signature does not match its fields; it was altered or signed wrongly.",
+    ErrorCode.STALE_SIGNATURE: "The entry was signed too long before (or after) it was queued.",
+    ErrorCode.REPLAYED: "The entry repeats the signature of an entry already accepted.",
 }
 
 ROOT_FIELD = "request"

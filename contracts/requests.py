@@ -26,12 +26,9 @@ from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from contracts.errors import ContractError, ErrorCode, from_validation_error
 from contracts.iso import COUNTRIES, CURRENCIES
+from contracts.wire import REPLY_TO_PATTERN, Kind, Lane
 
 SCHEMA_VERSION: Final = "1"
-Kind = Literal["triage", "fraud"]
-KINDS: Final[tuple[Kind, ...]] = ("triage", "fraud")
-Lane = Literal["realtime", "batch"]
-RESULTS_PREFIX: Final = "inferq:results:"
 
 # A triage note of 20,000 characters is ~5k tokens of clinical English, 10+ encoder chunks of 512
 # tokens: far beyond any real transfer summary (a few hundred words). Longer input is a paste
@@ -57,8 +54,6 @@ _RFC3339: Final = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 
-# A stream key under the result prefix; the name part is short and free of spaces and braces.
-_REPLY_TO: Final = "^" + RESULTS_PREFIX + "[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 _WINDOW_HINT: Final = "is over 24 h ahead of or 10 years behind now"
 
 # Strict: no coercion of "12.5" to a number or 1 to "1"; frozen: a parsed request is a value.
@@ -136,7 +131,7 @@ class RequestBase(BaseModel):
     tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
     deadline: int | None = Field(None, ge=MIN_DEADLINE_MS, le=MAX_DEADLINE_MS, description="epoch ms")
     timeout_ms: int | None = Field(None, gt=0, le=MAX_TIMEOUT_MS, description="ms from enqueueing")
-    reply_to: str | None = Field(None, pattern=_REPLY_TO)
+    reply_to: str | None = Field(None, pattern=REPLY_TO_PATTERN)
     schema_version: Literal["1"] = SCHEMA_VERSION
     lane: Lane | None = Field(None, description="default: realtime for fraud, batch for triage")
 

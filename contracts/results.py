@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from contracts.errors import ContractError, ErrorCode
-from contracts.requests import Kind
+from contracts.wire import Kind
 
 # Float rounding in a softmax and in JSON (17 significant digits) stays far below this.
 PROBABILITY_SUM_TOLERANCE: Final = 1e-3

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,7 +16,7 @@ from engine.config import BertConfig
 
 POOLING_MODES = ("pooler", "mean")
 
-_ACTIVATIONS = {
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": lambda x: F.gelu(x),
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
@@ -39,7 +41,8 @@ class BertEmbeddings(nn.Module):
             x = x + self.token_type_embeddings.weight[0]
         else:
             x = x + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.LayerNorm(x))
+        out: Tensor = self.dropout(self.LayerNorm(x))
+        return out
 
 
 class BertSelfAttention(nn.Module):
@@ -68,7 +71,10 @@ class BertSelfAttention(nn.Module):
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.qkv is not None:
-            return self.qkv(x).split(self.hidden_size, dim=-1)  # 3 x (B, T, H)
+            qkv: Tensor = self.qkv(x)  # (B, T, 3H)
+            # torch.split rather than the method: it forwards to Tensor.split and, unlike it, is typed.
+            q, k, v = torch.split(qkv, self.hidden_size, dim=-1)  # 3 x (B, T, H)
+            return q, k, v
         return self.query(x), self.key(x), self.value(x)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
@@ -90,7 +96,8 @@ class BertSelfOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        out: Tensor = self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        return out
 
 
 class BertAttention(nn.Module):
@@ -100,7 +107,8 @@ class BertAttention(nn.Module):
         self.output = BertSelfOutput(config)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
-        return self.output(self.self(x, attn_mask), x)
+        out: Tensor = self.output(self.self(x, attn_mask), x)
+        return out
 
 
 class BertIntermediate(nn.Module):
@@ -128,7 +136,8 @@ class BertLayer(nn.Module):
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         x = self.attention(x, attn_mask)
-        return self.output(self.intermediate(x), x)
+        out: Tensor = self.output(self.intermediate(x), x)
+        return out
 
 
 class BertEncoder(nn.Module):
@@ -182,7 +191,8 @@ class BertModel(nn.Module):
     ) -> Tensor:
         """Last hidden state, (B, T, H)."""
         x = self.embeddings(input_ids, token_type_ids)
-        return self.encoder(x, sdpa_mask(attention_mask))
+        hidden: Tensor = self.encoder(x, sdpa_mask(attention_mask))
+        return hidden
 
 
 class BertForSequenceClassification(nn.Module):
@@ -200,7 +210,8 @@ class BertForSequenceClassification(nn.Module):
 
     def pool(self, hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
         if self.pooling == "pooler":
-            return self.bert.pooler(hidden)
+            pooled: Tensor = self.bert.pooler(hidden)  # (B, H)
+            return pooled
         return mean_pool(hidden, attention_mask)
 
     def forward(
@@ -208,4 +219,5 @@ class BertForSequenceClassification(nn.Module):
     ) -> Tensor:
         """Logits, (B, num_labels)."""
         hidden = self.bert(input_ids, attention_mask, token_type_ids)
-        return self.classifier(self.dropout(self.pool(hidden, attention_mask)))
+        logits: Tensor = self.classifier(self.dropout(self.pool(hidden, attention_mask)))
+        return logits

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Any, overload
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from engine.errors import InputError
@@ -64,7 +65,7 @@ class EventColumns(Sequence[Event]):
             return events
         return cls(*([getattr(e, name) for e in events] for name in _EVENT_FIELDS))
 
-    def _in_field_order(self) -> tuple[Sequence, ...]:
+    def _in_field_order(self) -> tuple[Sequence[Any], ...]:
         return tuple(getattr(self, name) for name in _EVENT_FIELDS)
 
     def __len__(self) -> int:
@@ -202,17 +203,18 @@ class _Coded:
     """A string column as codes numbered in order of first appearance, so a code above all
     earlier ones is a value not seen before."""
 
-    codes: np.ndarray  # (L,) int64
-    index: dict  # distinct value -> its code, in order of first appearance
+    codes: npt.NDArray[np.int64]  # (L,)
+    index: dict[Any, int]  # distinct value -> its code, in order of first appearance
 
-    def ids(self, table: _Remembered) -> np.ndarray:
+    def ids(self, table: _Remembered) -> npt.NDArray[np.int64]:
         """The id of each value, looked up once per distinct value, (L,)."""
         return table.ids(self.index, len(self.index))[self.codes]
 
-    def present(self) -> np.ndarray:
+    def present(self) -> npt.NDArray[np.bool_]:
         """(L,) bool: the value is not None (a missing merchant or device id)."""
         missing = self.index.get(None)
-        return self.codes != (-1 if missing is None else missing)
+        present: npt.NDArray[np.bool_] = self.codes != (-1 if missing is None else missing)
+        return present
 
 
 @dataclass(slots=True)
@@ -273,7 +275,7 @@ def _bucket(value: str | None, n_buckets: int) -> int:
     return 2 + zlib.crc32(value.encode()) % n_buckets
 
 
-class _Remembered(dict):
+class _Remembered(dict[Any, int]):
     """fn(value) per value, computed on first sight and then looked up; past `limit` values it
     starts afresh, so arbitrary merchant ids cannot grow it without bound."""
 
@@ -287,7 +289,7 @@ class _Remembered(dict):
         result = self[value] = self.fn(value)
         return result
 
-    def ids(self, values: Iterable, n: int) -> np.ndarray:
+    def ids(self, values: Iterable[Any], n: int) -> npt.NDArray[np.int64]:
         return np.fromiter(map(self.__getitem__, values), np.int64, n)  # (n,)
 
 
@@ -301,7 +303,7 @@ _MERCHANT_IDS = _Remembered(functools.partial(_bucket, n_buckets=MERCHANT_BUCKET
 _DEVICE_IDS = _Remembered(functools.partial(_bucket, n_buckets=DEVICE_BUCKETS))
 
 
-def _coded(values: list) -> _Coded:
+def _coded(values: list[Any]) -> _Coded:
     index = {v: i for i, v in enumerate(dict.fromkeys(values))}
     return _Coded(np.fromiter(map(index.__getitem__, values), np.int64, len(values)), index)
 
@@ -354,10 +356,11 @@ def _prior_counts(ts: np.ndarray, window_s: float, flags: np.ndarray | None = No
     if flags is None:
         return np.arange(len(ts)) - start
     csum = np.concatenate([[0], np.cumsum(flags)])
-    return csum[np.arange(len(ts))] - csum[start]
+    counts: np.ndarray = csum[np.arange(len(ts))] - csum[start]
+    return counts
 
 
-def _numeric(cols: _Columns) -> tuple[np.ndarray, dict]:
+def _numeric(cols: _Columns) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
     """Per-event numeric features (L, N_NUMERIC) in NUMERIC_FEATURES order, and the reason facts."""
     prior_1h = _prior_counts(cols.ts, 3600.0)
     feats = (
@@ -458,7 +461,7 @@ def _identity_features(cols: _Columns) -> dict[str, np.ndarray]:
     }
 
 
-def _facts(cols: _Columns, feats: dict[str, np.ndarray], prior_1h: np.ndarray) -> dict:
+def _facts(cols: _Columns, feats: dict[str, np.ndarray], prior_1h: np.ndarray) -> dict[str, Any]:
     """What the reason codes are decided from: facts about the transaction, the last event."""
     small_cnp = feats["small_amount"] & (cols.channel == _CHANNEL_INDEX["ecommerce"])
     has_device, device_seen = feats["has_device"], feats["device_seen"]
@@ -485,7 +488,8 @@ def _log_hours_since(ts: np.ndarray, flags: np.ndarray) -> np.ndarray:
     """Per event: log1p(hours) since the latest earlier event with the flag set, capped, (L,)."""
     last = np.where(flags, ts, -np.inf)
     prev = np.concatenate([[-np.inf], np.maximum.accumulate(last)[:-1]])
-    return np.log1p(np.minimum((ts - prev) / 3600.0, _GAP_CAP_HOURS))
+    log_hours: np.ndarray = np.log1p(np.minimum((ts - prev) / 3600.0, _GAP_CAP_HOURS))
+    return log_hours
 
 
 def _previous_flagged(flags: np.ndarray) -> np.ndarray:
@@ -502,7 +506,8 @@ def _log_hours_since_same_country(ts: np.ndarray, country_codes: np.ndarray) -> 
     same = country_codes[order[1:]] == country_codes[order[:-1]]
     later, earlier = order[1:][same], order[:-1][same]
     gaps[later] = np.minimum((ts[later] - ts[earlier]) / 3600.0, _GAP_CAP_HOURS)
-    return np.log1p(gaps)
+    log_gaps: np.ndarray = np.log1p(gaps)
+    return log_gaps
 
 
 def _travel_features(cols: _Columns) -> dict[str, np.ndarray]:
@@ -520,7 +525,7 @@ def _travel_features(cols: _Columns) -> dict[str, np.ndarray]:
 
 def _usual_rate_per_hour(ts: np.ndarray) -> float:
     """The customer's average events per hour over the history (at least a day of it)."""
-    span_hours = max((ts[-1] - ts[0]) / 3600.0, 24.0)
+    span_hours: float = max((ts[-1] - ts[0]) / 3600.0, 24.0)
     return (len(ts) - 1) / span_hours
 
 
@@ -550,7 +555,7 @@ _AMOUNT_SPIKE = math.log(5.0)  # five times the customer's median amount
 _MIN_HISTORY = 10  # fewer events than this say too little about what is usual
 
 
-def _reasons(facts: dict) -> list[str]:
+def _reasons(facts: dict[str, Any]) -> list[str]:
     long_enough = facts["n_history"] >= _MIN_HISTORY
     fired = {
         "card_testing": facts["small_cnp_30m"] >= _CARD_TESTING_MIN,

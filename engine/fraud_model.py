@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.fraud_features import CAT_VOCAB, MAX_HISTORY, N_NUMERIC
-from engine.sparse_attention import SparseAttentionConfig, make_attention
+from engine.sparse_attention import DenseAttention, DynamicSparseAttention, SparseAttentionConfig, make_attention
 
 
 @dataclass
@@ -65,17 +66,20 @@ class EventEmbedding(nn.Module):
         self.numeric = nn.Linear(cfg.n_numeric, cfg.dim)
 
     def forward(self, cat: Tensor, num: Tensor) -> Tensor:
-        x = self.numeric(num)  # (B, L, D)
+        x: Tensor = self.numeric(num)  # (B, L, D)
         for i, table in enumerate(self.tables):
             x = x + table(cat[..., i])  # (B, L, D)
         return x
 
 
 class EncoderLayer(nn.Module):
+    attn: DynamicSparseAttention | DenseAttention
+
     def __init__(self, cfg: FraudModelConfig) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.dim)
-        self.attn = make_attention(cfg.attention, cfg.attention_config())
+        # make_attention returns one of the two attention classes, typed as a plain nn.Module.
+        self.attn = cast(DynamicSparseAttention | DenseAttention, make_attention(cfg.attention, cfg.attention_config()))
         self.ln2 = nn.LayerNorm(cfg.dim)
         self.ffn = nn.Sequential(
             nn.Linear(cfg.dim, cfg.ffn_mult * cfg.dim),
@@ -92,7 +96,7 @@ class EncoderLayer(nn.Module):
 
     def forward_last(self, x: Tensor, mask: Tensor) -> Tensor:
         """The last row of forward(x, mask) alone: x (B, L, D) -> (B, D)."""
-        y = x[:, -1] + self.drop(self.attn.forward_last(self.ln1(x), mask))  # (B, D)
+        y: Tensor = x[:, -1] + self.drop(self.attn.forward_last(self.ln1(x), mask))  # (B, D)
         y = y + self.drop(self.ffn(self.ln2(y)))
         return y * mask[:, -1:].to(y.dtype)
 
@@ -115,8 +119,10 @@ class FraudTransformer(nn.Module):
             x = layer(x, mask)
         # The head reads only the transaction, the last token of every row, so the last layer
         # computes that row alone.
-        last = self.ln_f(self.layers[-1].forward_last(x, mask))  # (B, D)
-        return self.head(last).squeeze(-1)  # (B,)
+        last_layer = cast(EncoderLayer, self.layers[-1])
+        last = self.ln_f(last_layer.forward_last(x, mask))  # (B, D)
+        logits: Tensor = self.head(last).squeeze(-1)  # (B,)
+        return logits
 
 
 def padded_length(n_events: int, block_size: int) -> int:

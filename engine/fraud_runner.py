@@ -1,9 +1,9 @@
-"""Serving the fraud model: prepare one FraudInput, score a batch of them.
+"""Serving the fraud model: prepare one `FraudInput`, score a batch along the plan it is given.
 
 The worker calls `prepare` off the inference thread (featurisation and reason codes, CPU only) and
-`run` on a batch; `n_tokens` counts events, so the worker's token budget bounds padded events.
-Inside `run` a batch is cut again into length-sorted sub-batches under the runner's own token
-budget, so one 4,096-event history does not pad a hundred short ones to its length.
+`run` on a lane batch with the forward passes `engine.batching.plan_batch` cut for it under the
+runner's `pass_limits`, so one 4,096-event history does not pad a hundred short ones to its length.
+A fraud input is one segment: its events padded to the attention block.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from engine.batching import BatchLimits, BatchPlan, plan_batch
 from engine.device import pick_device
 from engine.errors import ModelLoadError, PrecisionUnavailable
 from engine.fraud_features import Event, EventFeatures, FraudInput, featurize
@@ -36,18 +37,23 @@ DEFAULT_MAX_BATCH = 64
 DEFAULT_CONTEXT_EVENTS = 512
 # The fixed cost of one forward pass in padded events: on one CPU thread a pass costs about 1 ms
 # plus 4-5 us per padded event, so a pass is worth starting when it saves ~200 events of padding.
-CALL_COST_EVENTS = 200
+PASS_COST_EVENTS = 200
 
 
 @dataclass(slots=True)
 class PreparedFraud:
-    """One featurised input; `n_tokens` is its cost under a token budget (events, transaction included)."""
+    """One featurised input; `n_tokens` is its cost under a lane's budget (events, transaction included)."""
 
     features: EventFeatures
+    padded: int  # events padded to the model's attention block: the length a forward pass sees
 
     @property
     def n_tokens(self) -> int:
         return self.features.n_events
+
+    @property
+    def segments(self) -> tuple[int, ...]:
+        return (self.padded,)
 
 
 @dataclass(slots=True)
@@ -91,62 +97,44 @@ class FraudRunner:
         keep = None if self.context_events is None else self.context_events + 1
         if keep is not None and features.n_events > keep:
             features = EventFeatures(features.cat[-keep:], features.num[-keep:], features.reasons)
-        return PreparedFraud(features)
+        return PreparedFraud(features, padded_length(features.n_events, self.model.cfg.block_size))
 
-    def run(self, batch: Sequence[PreparedFraud]) -> list[FraudPrediction]:
-        """One prediction per prepared input, in input order."""
-        out: list[FraudPrediction | None] = [None] * len(batch)
-        for idx in self._plan(batch):
-            scores = self._score([batch[i].features for i in idx])
-            for i, score in zip(idx, scores, strict=True):
-                out[i] = FraudPrediction(score, list(batch[i].features.reasons))
-        return [p for p in out if p is not None]
+    @property
+    def pass_limits(self) -> BatchLimits:
+        """What one forward pass may hold; the batch former plans passes with it."""
+        return BatchLimits(self.token_budget, self.max_batch_size)
+
+    @property
+    def pass_cost(self) -> int:
+        """The fixed cost of one forward pass in padded events, for the batch former's plan."""
+        return PASS_COST_EVENTS
+
+    def run(self, batch: Sequence[PreparedFraud], plan: BatchPlan) -> list[FraudPrediction]:
+        """One prediction per prepared input, in input order; the forward passes are the `plan`'s."""
+        scores = [0.0] * len(batch)
+        for forward_pass in plan:
+            idx = [item for item, _ in forward_pass]
+            for i, score in zip(idx, self._score([batch[i].features for i in idx]), strict=True):
+                scores[i] = score
+        return [FraudPrediction(score, list(p.features.reasons)) for score, p in zip(scores, batch, strict=True)]
+
+    def predict(self, inputs: Sequence[FraudInput]) -> list[FraudPrediction]:
+        """Prepare, plan and run: what a worker does with one lane batch, for evaluation and tools."""
+        batch = [self.prepare(item) for item in inputs]
+        return self.run(batch, plan_batch(batch, self.pass_limits, self.pass_cost))
 
     def warmup(self) -> None:
         """One forward pass per code path (a single block and several blocks) before serving."""
         t = 1.7e9
         history = [Event(20.0 + i, "EUR", "5411", "contactless", "DE", t + 3600.0 * i, "m", None) for i in range(100)]
         txn = Event(35.0, "EUR", "5812", "contactless", "DE", t + 3600.0 * 101, "n", None)
-        self.run([self.prepare(FraudInput(history, txn)), self.prepare(FraudInput(history[:5], txn))])
-
-    def _plan(self, batch: Sequence[PreparedFraud]) -> list[list[int]]:
-        """Length-sorted sub-batches whose padded events (longest x count) fit the token budget."""
-        padded = [padded_length(p.n_tokens, self.model.cfg.block_size) for p in batch]
-        return plan_sub_batches(padded, self.token_budget, self.max_batch_size)
+        self.predict([FraudInput(history, txn), FraudInput(history[:5], txn)])
 
     @torch.inference_mode()
     def _score(self, features: list[EventFeatures]) -> list[float]:
         cat, num, mask = collate([(f.cat, f.num) for f in features], self.model.cfg.block_size)
         logits = self.model(cat.to(self.device), num.to(self.device), mask.to(self.device))  # (B,)
         return torch.sigmoid(logits.float()).cpu().tolist()
-
-
-def plan_sub_batches(
-    padded: Sequence[int], token_budget: int, max_batch_size: int, call_cost: int = CALL_COST_EVENTS
-) -> list[list[int]]:
-    """Index groups of least total cost, each pass costing `call_cost` + longest x count padded events.
-
-    The inputs are sorted longest first and cut into runs by dynamic programming, so a long history
-    pads short inputs only when a separate pass would cost more. A run must fit `token_budget`
-    (one input longer than it runs alone) and `max_batch_size`.
-    """
-    order = sorted(range(len(padded)), key=lambda i: padded[i], reverse=True)
-    best = [0] + [0] * len(order)  # best[end]: least cost of order[:end]
-    cut = [0] * (len(order) + 1)  # cut[end]: where the last run of that plan starts
-    for end in range(1, len(order) + 1):
-        best[end] = -1
-        for start in range(end - 1, -1, -1):
-            count, longest = end - start, padded[order[start]]
-            if count > max_batch_size or (count > 1 and longest * count > token_budget):
-                break
-            cost = best[start] + call_cost + longest * count
-            if best[end] < 0 or cost < best[end]:
-                best[end], cut[end] = cost, start
-    runs, end = [], len(order)
-    while end > 0:
-        runs.append(order[cut[end] : end])
-        end = cut[end]
-    return runs[::-1]
 
 
 def load_fraud(model_dir: str | Path, device: str = "auto", precision: str = "auto",

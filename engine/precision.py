@@ -119,6 +119,11 @@ class Int8Linear(nn.Module):
     it is the faster of the two (docs/performance.md has the measurement).
     """
 
+    # Buffers, registered in __init__; declared here so they read as tensors, not `Tensor | Module`.
+    weight: Tensor  # (N, K) int8
+    scales: Tensor  # (N,) float32
+    bias: Tensor  # (N,)
+
     def __init__(self, in_features: int, out_features: int, kernel: str) -> None:
         super().__init__()
         self.in_features, self.out_features, self.kernel = in_features, out_features, kernel
@@ -197,6 +202,7 @@ def quantize_ffn_state_dict(model: nn.Module, fp32_layers: Sequence[str] = ()) -
         if name in fp32_layers:
             continue
         linear = model.get_submodule(name)
+        assert isinstance(linear, nn.Linear | Int8Linear)  # ffn_linear_names lists only these
         out[f"{name}.weight"], out[f"{name}.scales"] = quantize_weight(linear.weight)
         out[f"{name}.bias"] = linear.bias.detach().float().clone()
     return out
@@ -206,6 +212,7 @@ def convert_ffn_to_int8(model: nn.Module, quantized: dict[str, Tensor], kernel: 
     """Run-time step: swap each FFN linear named in `quantized` for an `Int8Linear` holding it."""
     for name in {key.rpartition(".")[0] for key in quantized}:
         old = model.get_submodule(name)
+        assert isinstance(old, nn.Linear | Int8Linear)  # the keys come from quantize_ffn_state_dict
         new = Int8Linear(old.in_features, old.out_features, kernel)
         new.load_state_dict({k: quantized[f"{name}.{k}"] for k in ("weight", "scales", "bias")}, assign=True)
         new.to(old.weight.device)
@@ -252,7 +259,9 @@ def _all_but(model: nn.Module, keep: str) -> list[str]:
 def _relative_error(outputs: list[Tensor], reference: list[Tensor]) -> float:
     diff = sum(float((o.float() - r.float()).norm() ** 2) for o, r in zip(outputs, reference, strict=True))
     norm = sum(float(r.float().norm() ** 2) for r in reference)
-    return (diff / max(norm, 1e-12)) ** 0.5
+    # float ** float is typed Any (a negative base gives a complex); the ratio here is never negative.
+    error: float = (diff / max(norm, 1e-12)) ** 0.5
+    return error
 
 
 def apply_policy(model: nn.Module, policy: str, device: torch.device,

@@ -102,7 +102,7 @@ class DynamicSparseAttention(nn.Module):
         batch_idx = torch.arange(B, device=x.device).unsqueeze(1)  # (B, 1)
         # Slots past the number of real tokens point at padding rows, which are zeroed below.
         mixed.index_put_((batch_idx, idx), full)  # (B, Lp, nh, hs)
-        out = self.proj(mixed.reshape(B, Lp, D)[:, :L])  # (B, L, D)
+        out: Tensor = self.proj(mixed.reshape(B, Lp, D)[:, :L])  # (B, L, D)
         return out.masked_fill(~real[:, :L, None], 0.0)
 
     def forward_last(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -126,7 +126,7 @@ class DynamicSparseAttention(nn.Module):
         full = self._sdpa(q, k, v, _never_empty(real[:, None, None, :]))  # (B, nh, 1, hs)
         mixed = torch.lerp(glob, local, gate)  # (B, nh, 1, hs): gate * local + (1 - gate) * glob
         is_global = (idx == L - 1).any(dim=1)[:, None, None, None]  # (B, 1, 1, 1)
-        out = self.proj(torch.where(is_global, full, mixed).reshape(B, D))  # (B, D)
+        out: Tensor = self.proj(torch.where(is_global, full, mixed).reshape(B, D))  # (B, D)
         return out.masked_fill(~real[:, L - 1, None], 0.0)
 
     def _last_heads(
@@ -206,7 +206,7 @@ class DenseAttention(nn.Module):
         p = self.cfg.dropout if self.training else 0.0
         allowed = _never_empty(real[:, None, None, :])  # (B, 1, 1, L)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)  # (B, nh, L, hs)
-        out = self.proj(y.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
+        out: Tensor = self.proj(y.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
         return out.masked_fill(~real[..., None], 0.0)
 
     def forward_last(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -220,7 +220,8 @@ class DenseAttention(nn.Module):
         p = self.cfg.dropout if self.training else 0.0
         allowed = _never_empty(real[:, None, None, :])  # (B, 1, 1, L)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)  # (B, nh, 1, hs)
-        return self.proj(y.reshape(B, D)).masked_fill(~real[:, -1, None], 0.0)  # (B, D)
+        out: Tensor = self.proj(y.reshape(B, D))  # (B, D)
+        return out.masked_fill(~real[:, -1, None], 0.0)
 
 
 ATTENTION_KINDS = ("sparse", "dense")

@@ -12,6 +12,8 @@ Keys: `bert.*` in the HF `BertModel` layout, `structured.*` and `head.*` for the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
@@ -42,7 +44,8 @@ class TriageClassifier(nn.Module):
 
     def pool(self, hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
         if self.pooling == "pooler":
-            return self.bert.pooler(hidden)
+            pooled: Tensor = self.bert.pooler(hidden)  # (B, H)
+            return pooled
         return mean_pool(hidden, attention_mask)
 
     def classify(self, pooled: Tensor, structured: Tensor | None) -> Tensor:
@@ -50,7 +53,8 @@ class TriageClassifier(nn.Module):
         if structured is None:
             structured = pooled.new_zeros(pooled.shape[0], self.n_structured)
         fused = torch.cat([self.dropout(pooled), self.structured(structured.to(pooled.dtype))], dim=-1)
-        return self.head(fused)  # (B, num_labels)
+        logits: Tensor = self.head(fused)  # (B, num_labels)
+        return logits
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 structured: Tensor | None = None) -> Tensor:
@@ -59,7 +63,7 @@ class TriageClassifier(nn.Module):
         return self.classify(self.pool(hidden, attention_mask), structured)
 
 
-def load_triage_classifier(backbone_dir, num_labels: int, n_structured: int, structured_hidden: int = 64,
+def load_triage_classifier(backbone_dir: str | Path, num_labels: int, n_structured: int, structured_hidden: int = 64,
                            head_hidden: int = 128, pooling: str = "mean") -> TriageClassifier:
     """A classifier on a backbone checkpoint; the fusion MLP and head start fresh (HF's initialiser).
 

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 import redis
 
+from contracts.wire import LANES, RESULT_MESSAGE, RESULTS_PREFIX, queue_stream
 from worker.client import InferqClient
-from worker.constants import CONSUMER_GROUP, LANES, RESULT_MESSAGE, RESULTS_PREFIX, queue_stream
+from worker.keys import CONSUMER_GROUP
 from worker.processes import WorkerProcess
 from worker.processes import spawn_worker as spawn_worker_process
 

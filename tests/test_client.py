@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,11 +26,16 @@ from contracts import (
     TriageRequest,
     TriageResult,
 )
+from contracts.wire import FIELD_REQUEST, queue_stream
+from worker import embedded
 from worker.client import SUBMIT_CHUNK, AsyncInferqClient, InferqClient
 from worker.config import Settings
-from worker.constants import FIELD_REQUEST, queue_stream
-from worker.errors import Overloaded, ResultTimeout
-from worker.streams import Delivery, Ingress, Publisher, connect
+from worker.connection import redis_client
+from worker.entries import Delivery
+from worker.errors import ConfigurationError, Overloaded, RedisUnavailable, ResultTimeout, ServerFull
+from worker.ingress import Ingress
+from worker.outcomes import Answer, Publisher
+from worker.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -52,10 +59,9 @@ def settings(redis_url: str) -> Settings:
 
 
 @pytest.fixture
-def server(redis_client: redis.Redis, redis_url: str) -> Iterator[redis.Redis]:
-    conn = connect(redis_url)
-    yield conn
-    conn.close()
+def server(redis_client: redis.Redis) -> redis.Redis:
+    """The test database, replies decoded: what a test inspects."""
+    return redis_client
 
 
 @pytest.fixture
@@ -76,17 +82,22 @@ def _answer(delivery: Delivery) -> TaskResultMessage:
     return TaskResultMessage.ok(delivery.task_id, result, model="test@1", timings=timings, finished_at=1)
 
 
-def serve(server: redis.Redis, settings: Settings, expected: int, timeout_s: float = 5.0) -> list[bool]:
+def serve(settings: Settings, expected: int, timeout_s: float = 5.0) -> list[bool]:
     """Play a worker: fetch `expected` tasks and post one ok result for each."""
-    ingress, publisher = Ingress(server, "test-worker", settings), Publisher(server, settings)
-    ingress.ensure_groups()
-    posted: list[bool] = []
-    deadline = time.monotonic() + timeout_s
-    while len(posted) < expected and time.monotonic() < deadline:
-        for delivery in ingress.fetch(["realtime", "batch"], 100, 50):
-            assert delivery.result_stream is not None
-            posted.append(publisher.publish(delivery, _answer(delivery), delivery.result_stream))
-    return posted
+    assert settings.redis_url is not None
+    conn = redis_client(settings.redis_url, settings)  # bytes, as the worker reads entries
+    try:
+        ingress, publisher = Ingress(conn, "test-worker", settings), Publisher(conn, settings)
+        ingress.ensure_groups()
+        posted: list[bool] = []
+        deadline = time.monotonic() + timeout_s
+        while len(posted) < expected and time.monotonic() < deadline:
+            for delivery in ingress.fetch(["realtime", "batch"], 100, 50):
+                assert delivery.result_stream is not None and delivery.decode_error is None
+                posted.append(publisher.finish(Answer(delivery, _answer(delivery), delivery.result_stream)))
+        return posted
+    finally:
+        conn.close()
 
 
 def test_submit_and_wait_round_trip(client: InferqClient, server: redis.Redis, settings: Settings) -> None:
@@ -96,15 +107,15 @@ def test_submit_and_wait_round_trip(client: InferqClient, server: redis.Redis, s
     assert server.xlen(queue_stream("batch")) == 1 and server.xlen(queue_stream("realtime")) == 1
     [(_, fields)] = server.xrange(queue_stream("realtime"))
     assert json.loads(fields[FIELD_REQUEST])["reply_to"] == client.reply_stream
-    assert serve(server, settings, 2) == [True, True]
+    assert serve(settings, 2) == [True, True]
     results = client.wait([triage_id, fraud_id], timeout_s=5)
     assert isinstance(results[triage_id].result, TriageResult)
     assert results[fraud_id].status is TaskStatus.OK and isinstance(results[fraud_id].result, FraudResult)
 
 
-def test_wait_blocks_until_results_arrive(client: InferqClient, server: redis.Redis, settings: Settings) -> None:
+def test_wait_blocks_until_results_arrive(client: InferqClient, settings: Settings) -> None:
     task_id = client.submit("fraud", FRAUD)
-    worker = threading.Thread(target=lambda: (time.sleep(0.1), serve(server, settings, 1)))
+    worker = threading.Thread(target=lambda: (time.sleep(0.1), serve(settings, 1)))
     worker.start()
     started = time.monotonic()
     assert client.result(task_id, timeout_s=5).task_id == task_id
@@ -116,7 +127,7 @@ def test_model_request_and_request_lane(client: InferqClient, server: redis.Redi
     model = TriageRequest.model_validate({**TRIAGE, "lane": "realtime"})
     task_id = client.submit("triage", model)
     assert server.xlen(queue_stream("realtime")) == 1
-    serve(server, settings, 1)
+    serve(settings, 1)
     assert client.result(task_id, timeout_s=5).kind == "triage"
 
 
@@ -128,9 +139,12 @@ def test_invalid_request_refused_locally(client: InferqClient, server: redis.Red
         client.submit("fraud", {**FRAUD, "reply_to": "inferq:queue:batch"})
     assert misdirected.value.code is ErrorCode.BAD_REPLY_TO
     with pytest.raises(ContractError):
-        client.submit("summary", TRIAGE)
+        client.submit("summary", TRIAGE)  # type: ignore[arg-type]
     with pytest.raises(ContractError):
         client.submit_many("triage", [TRIAGE, {**TRIAGE, "age": -1}])
+    with pytest.raises(ContractError) as surrogate:
+        client.submit("triage", {**TRIAGE, "note": "pain \ud800 left arm"})
+    assert surrogate.value.code is ErrorCode.INVALID_UNICODE
     assert server.xlen(queue_stream("batch")) == 0
 
 
@@ -139,7 +153,7 @@ def test_duplicate_submission_gives_one_result(
 ) -> None:
     client.submit("fraud", FRAUD, task_id="same")
     client.submit("fraud", FRAUD, task_id="same")
-    assert serve(server, settings, 2) == [True, False]
+    assert serve(settings, 2) == [True, False]
     assert list(client.wait(["same"], timeout_s=5)) == ["same"]
     assert client.wait(["same"], timeout_s=0.05) == {}
     assert server.xlen(client.reply_stream) == 1
@@ -158,7 +172,7 @@ def test_results_go_to_their_own_client(server: redis.Redis, settings: Settings)
     with InferqClient(settings=settings) as first, InferqClient(settings=settings) as second:
         mine = first.submit("fraud", FRAUD)
         theirs = second.submit("fraud", FRAUD)
-        serve(server, settings, 2)
+        serve(settings, 2)
         assert list(first.wait([mine, theirs], timeout_s=0.2)) == [mine]
         assert list(second.wait([theirs], timeout_s=5)) == [theirs]
 
@@ -175,6 +189,7 @@ def test_overloaded_at_once(server: redis.Redis, redis_url: str) -> None:
         client.submit_many("fraud", [FRAUD, FRAUD])
         with pytest.raises(Overloaded) as refused:
             client.submit_many("fraud", [FRAUD, FRAUD])
+        assert not isinstance(refused.value, ServerFull)
         assert (refused.value.lane, refused.value.limit, refused.value.queued) == ("realtime", 3, ())
         client.submit("fraud", FRAUD)
         started = time.monotonic()
@@ -191,7 +206,7 @@ def test_submit_many_in_chunks(
     ids = client.submit_many("triage", [TRIAGE] * count, task_ids=[f"t{i}" for i in range(count)])
     assert ids == [f"t{i}" for i in range(count)]
     assert [fields["id"] for _, fields in server.xrange(queue_stream("batch"))] == ids
-    assert len(serve(server, settings, count)) == count
+    assert len(serve(settings, count)) == count
     # A zero timeout polls without blocking, over as many reads as the arrived results need.
     monkeypatch.setattr(worker.client, "READ_COUNT", 100)
     assert set(client.wait(ids, timeout_s=0.0)) == set(ids)
@@ -208,7 +223,7 @@ def test_submit_many_reports_what_was_queued(server: redis.Redis, redis_url: str
 def test_close_deletes_reply_stream(server: redis.Redis, settings: Settings) -> None:
     client = InferqClient(settings=settings)
     task_id = client.submit("fraud", FRAUD)
-    serve(server, settings, 1)
+    serve(settings, 1)
     assert server.exists(client.reply_stream)
     assert 0 < server.ttl(client.reply_stream) <= settings.result_ttl_s
     client.result(task_id, timeout_s=5)
@@ -221,7 +236,7 @@ def test_async_client_round_trip(server: redis.Redis, settings: Settings) -> Non
         async with AsyncInferqClient(settings=settings) as client:
             ids = await client.submit_many("triage", [TRIAGE, TRIAGE])
             fraud_id = await client.submit("fraud", FRAUD)
-            worker = asyncio.get_running_loop().run_in_executor(None, serve, server, settings, 3)
+            worker = asyncio.get_running_loop().run_in_executor(None, serve, settings, 3)
             results = await client.wait([*ids, fraud_id], timeout_s=5)
             await worker
             try:
@@ -244,3 +259,114 @@ def test_async_client_overloaded(server: redis.Redis, redis_url: str) -> None:
 
     with pytest.raises(Overloaded):
         asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------------------------------------
+# No URL, no server, a full server
+
+
+def test_without_a_url_the_client_raises_and_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("INFERQ_REDIS_URL", raising=False)
+    monkeypatch.setenv("INFERQ_STATE_DIR", str(tmp_path))
+
+    def no_start(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the client started an embedded server")
+
+    monkeypatch.setattr(embedded, "start", no_start)
+    with pytest.raises(ConfigurationError, match="INFERQ_REDIS_URL"):
+        InferqClient()
+    with pytest.raises(ConfigurationError):
+        AsyncInferqClient(settings=Settings(redis_url=None))
+    assert list(tmp_path.iterdir()) == []
+    assert embedded.running(tmp_path) is None
+
+
+def _nobody_listens() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+def test_unreachable_redis_is_retried_then_raises_redis_unavailable() -> None:
+    settings = Settings(redis_url=_nobody_listens(), client_retry_s=0.5)
+    with InferqClient(settings=settings) as client:
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable) as gone:
+            client.submit("fraud", FRAUD)
+        took = time.monotonic() - started
+        assert gone.value.queued == ()
+        assert 0.4 < took < 3.0, took
+        # Waiting on a Redis that is not there is not an error: nothing arrives in time.
+        assert client.wait(["anything"], timeout_s=0.1) == {}
+
+
+def test_async_unreachable_redis_raises_redis_unavailable() -> None:
+    async def scenario() -> None:
+        async with AsyncInferqClient(settings=Settings(redis_url=_nobody_listens(), client_retry_s=0.3)) as client:
+            await client.submit("triage", TRIAGE)
+
+    with pytest.raises(RedisUnavailable):
+        asyncio.run(scenario())
+
+
+def _server_binary() -> str:
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    return found or str(embedded._binary())
+
+
+def test_a_redis_that_comes_back_within_the_retry_time_gets_the_task() -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    settings = Settings(redis_url=url, client_retry_s=15.0)
+    args = [_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    holder: list[subprocess.Popen[bytes]] = []
+    late = threading.Timer(0.5, lambda: holder.append(subprocess.Popen(args, stdout=subprocess.DEVNULL)))
+    late.start()
+    try:
+        with InferqClient(settings=settings) as client:
+            task_id = client.submit("fraud", FRAUD, task_id="late-1")
+        late.join()
+        assert task_id == "late-1"
+        check = redis.Redis.from_url(url, decode_responses=True)
+        assert [fields["id"] for _, fields in check.xrange(queue_stream("realtime"))] == ["late-1"]
+        check.close()
+    finally:
+        late.cancel()
+        late.join()
+        for proc in holder:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def full_server(tmp_path: Path) -> Iterator[str]:
+    """A private embedded Valkey whose maxmemory is already used up (noeviction)."""
+    server = embedded.start(tmp_path)
+    try:
+        admin = redis.Redis.from_url(server.url)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        admin.close()
+        yield server.url
+    finally:
+        embedded.stop(tmp_path)
+
+
+def test_a_full_redis_raises_server_full_and_queues_nothing(full_server: str) -> None:
+    settings = Settings(redis_url=full_server, client_retry_s=0.5)
+    with InferqClient(settings=settings) as client:
+        started = time.monotonic()
+        with pytest.raises(ServerFull) as full:
+            client.submit_many("triage", [TRIAGE] * 3)
+        assert time.monotonic() - started < 0.5, "out of memory is not retried"
+        assert isinstance(full.value, Overloaded) and full.value.queued == ()
+
+    async def scenario() -> None:
+        async with AsyncInferqClient(settings=settings) as client:
+            await client.submit("fraud", FRAUD)
+
+    with pytest.raises(ServerFull):
+        asyncio.run(scenario())
+    check = redis.Redis.from_url(full_server)
+    assert check.xlen(queue_stream("batch")) == 0 and check.xlen(queue_stream("realtime")) == 0
+    check.close()

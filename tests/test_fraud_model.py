@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.batching import BatchLimits, plan_batch, plan_passes
 from engine.errors import InputError
 from engine.fraud_features import CAT_VOCAB, MAX_HISTORY, N_NUMERIC, Event, FraudInput, featurize
 from engine.fraud_model import FraudModelConfig, FraudTransformer, collate
-from engine.fraud_runner import FraudPrediction, load_fraud, plan_sub_batches
+from engine.fraud_runner import PASS_COST_EVENTS, FraudPrediction, load_fraud
 from training.fraud_sim import FraudSimulator, SimConfig
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "fraud"
@@ -113,7 +114,7 @@ def test_shipped_checkpoint_loads_with_thresholds(runner):
 
 def test_card_testing_burst_scores_above_a_grocery_purchase(runner):
     history = _grocery_history(120)
-    grocery, testing = runner.run([runner.prepare(_grocery(history)), runner.prepare(_card_testing(history))])
+    grocery, testing = runner.predict([_grocery(history), _card_testing(history)])
     assert isinstance(grocery, FraudPrediction)
     assert testing.score > grocery.score
     assert testing.score >= runner.thresholds["review"]
@@ -129,8 +130,8 @@ def test_outputs_come_back_in_input_order_with_mixed_lengths():
     ]
     prepared = [runner.prepare(inp) for inp in inputs]
     assert [p.n_tokens for p in prepared] == [n + 1 if i % 2 else n + 9 for i, n in enumerate(sizes)]
-    batched = runner.run(prepared)
-    one_by_one = [runner.run([p])[0] for p in prepared]
+    batched = runner.run(prepared, plan_batch(prepared, runner.pass_limits, runner.pass_cost))
+    one_by_one = [runner.run([p], [[(0, 0)]])[0] for p in prepared]
     assert [p.reasons for p in batched] == [p.reasons for p in one_by_one]
     for b, s in zip(batched, one_by_one, strict=True):
         assert b.score == pytest.approx(s.score, abs=1e-5)
@@ -153,13 +154,13 @@ def test_score_equals_the_last_row_of_every_layer_run_in_full(attention):
 
 def test_sub_batches_keep_short_inputs_away_from_a_long_history():
     padded = [4096, 64, 64, 128, 64, 4096, 128]
-    runs = plan_sub_batches(padded, token_budget=16384, max_batch_size=64, call_cost=200)
+    runs = plan_passes(padded, BatchLimits(16384, 64), PASS_COST_EVENTS)
     assert sorted(i for run in runs for i in run) == list(range(len(padded)))
     assert [sorted(padded[i] for i in run) for run in runs] == [[4096, 4096], [64, 64, 64, 128, 128]]
-    capped = plan_sub_batches(padded, token_budget=4096, max_batch_size=2, call_cost=200)
+    capped = plan_passes(padded, BatchLimits(4096, 2), PASS_COST_EVENTS)
     assert all(len(run) <= 2 for run in capped)
     assert all(len(run) == 1 or max(padded[i] for i in run) * len(run) <= 4096 for run in capped)
-    assert plan_sub_batches([], 16384, 64) == []
+    assert plan_passes([], BatchLimits(16384, 64), PASS_COST_EVENTS) == []
 
 
 def test_the_model_attends_to_the_latest_context_events_of_a_featurised_history(runner):
@@ -174,7 +175,7 @@ def test_the_model_attends_to_the_latest_context_events_of_a_featurised_history(
     assert capped.features.reasons == full.features.reasons
     short = _grocery(_grocery_history(40))
     assert runner.prepare(short).n_tokens == 41
-    [a, b] = runner.run([capped, runner.prepare(short)])
+    [a, b] = runner.run([capped, runner.prepare(short)], [[(0, 0)], [(1, 0)]])
     assert a.score > 0.5 > b.score
     with pytest.raises(ValueError):
         load_fraud(MODEL_DIR, device="cpu", context_events=-1)

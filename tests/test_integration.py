@@ -20,9 +20,7 @@ import pytest
 import redis
 
 from contracts import TaskResultMessage, TaskStatus
-from worker.client import InferqClient
-from worker.constants import (
-    CONSUMER_GROUP,
+from contracts.wire import (
     DEADLETTER_STREAM,
     LANES,
     RESULT_MESSAGE,
@@ -32,9 +30,10 @@ from worker.constants import (
     queue_stream,
     results_stream,
 )
+from worker.client import InferqClient, raw_fields
+from worker.keys import CONSUMER_GROUP, EnqueueCall, enqueue_script
 from worker.processes import WorkerProcess
 from worker.processes import spawn_worker as spawn_worker_process
-from worker.streams import enqueue_many, raw_fields
 from worker.transport import producer_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -160,8 +159,11 @@ def test_a_standard_celery_producer_is_answered(
     worker: WorkerProcess, redis_url: str, redis_client: redis.Redis
 ) -> None:
     producer = producer_app(redis_url)
-    producer.send_task(TASK_TRIAGE, kwargs={"request": _triage_request(0)}, task_id="celery-t", queue="batch")
-    producer.send_task(TASK_FRAUD, kwargs={"request": _fraud_request(1)}, task_id="celery-f", queue="realtime")
+    try:
+        producer.send_task(TASK_TRIAGE, kwargs={"request": _triage_request(0)}, task_id="celery-t", queue="batch")
+        producer.send_task(TASK_FRAUD, kwargs={"request": _fraud_request(1)}, task_id="celery-f", queue="realtime")
+    finally:
+        producer.close()
     assert _wait_results(redis_client, results_stream("triage"), {"celery-t"})["celery-t"].status is TaskStatus.OK
     assert _wait_results(redis_client, results_stream("fraud"), {"celery-f"})["celery-f"].status is TaskStatus.OK
 
@@ -198,7 +200,9 @@ def test_an_invalid_task_in_the_middle_of_a_batch(worker: WorkerProcess, redis_c
     requests[2] = {"tenant": "ed", "note": "dizzy", "vitals": {"heart_rate": 900}}
     ids = [f"mid-{i}" for i in range(5)]
     entries = [("batch", raw_fields(TASK_TRIAGE, i, json.dumps(r))) for i, r in zip(ids, requests, strict=True)]
-    enqueue_many(redis_client, entries, {"batch": 10_000})
+    call = EnqueueCall(entries, {"batch": 10_000})
+    reply = enqueue_script(redis_client)(keys=call.keys, args=call.args)
+    assert call.full_lane(reply) is None and len(call.entry_ids(reply)) == len(ids)
     found = _wait_results(redis_client, results_stream("triage"), set(ids))
     assert found["mid-2"].status is TaskStatus.INVALID
     assert found["mid-2"].error is not None and found["mid-2"].error.code.value == "vital_out_of_range"
@@ -229,7 +233,8 @@ def test_a_poison_task_reaches_the_dead_letter_stream(worker: WorkerProcess, red
     letters = cast(list[tuple[str, dict[str, str]]], redis_client.xrange(DEADLETTER_STREAM))
     assert [fields["task_id"] for _, fields in letters] == ["poison"]
     assert int(letters[0][1]["deliveries"]) == MAX_DELIVERIES + 1
-    assert json.loads(letters[0][1]["raw"])["id"] == "poison"
+    # The raw entry, losslessly: [[name, value], ...] (`worker.entries.raw_json`).
+    assert ["id", "poison"] in json.loads(letters[0][1]["raw"])
 
 
 def _result_counts(client: redis.Redis) -> Counter[str]:

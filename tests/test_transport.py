@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -11,11 +12,14 @@ from celery import Celery
 from kombu import Connection
 
 from contracts import ContractError, ErrorCode
+from contracts.wire import FIELD_ID, FIELD_PAYLOAD, FIELD_TASK, queue_stream
+from worker import embedded
 from worker.config import Settings
-from worker.constants import CONSUMER_GROUP, FIELD_PAYLOAD, queue_stream
-from worker.errors import Overloaded, UnknownLane
-from worker.streams import Ingress, connect
-from worker.transport import OMITTED, TRANSPORT_PATH, ConsumeNotSupported, producer_app, redis_url
+from worker.connection import redis_client as worker_client
+from worker.errors import ConfigurationError, Overloaded, ServerFull, UnknownLane
+from worker.ingress import Ingress
+from worker.keys import CONSUMER_GROUP
+from worker.transport import OMITTED, TRANSPORT_PATH, ConsumeNotSupported, enqueue, producer_app, redis_url
 
 pytestmark = pytest.mark.integration
 
@@ -23,17 +27,20 @@ TRIAGE = {"tenant": "er-north", "note": "c/o chest pain x2h, diaphoretic"}
 
 
 @pytest.fixture
-def client(redis_client: redis.Redis, redis_url: str) -> Iterator[redis.Redis]:
-    conn = connect(redis_url)
-    yield conn
-    conn.close()
+def client(redis_client: redis.Redis) -> redis.Redis:
+    """The test database, replies decoded: what a test inspects."""
+    return redis_client
 
 
 @pytest.fixture
-def ingress(client: redis.Redis) -> Ingress:
-    found = Ingress(client, "worker-a", Settings(redis_url=None))
+def ingress(redis_client: redis.Redis, redis_url: str) -> Iterator[Ingress]:
+    """The worker's side: entries read as bytes, as `worker.runtime` reads them."""
+    settings = Settings(redis_url=redis_url)
+    conn = worker_client(redis_url, settings)
+    found = Ingress(conn, "worker-a", settings)
     found.ensure_groups()
-    return found
+    yield found
+    conn.close()
 
 
 @pytest.fixture
@@ -48,7 +55,9 @@ def test_send_task_lands_as_decodable_envelope(app: Celery, client: redis.Redis,
     [delivery] = ingress.fetch(["realtime", "batch"], 10, None)
     assert (delivery.lane, delivery.task_name, delivery.task_id) == ("realtime", "inferq.triage", "celery-1")
     assert delivery.request == TRIAGE and delivery.decode_error is None
-    message = json.loads(delivery.raw[FIELD_PAYLOAD])
+    # The task and its id also travel as plain fields, so a worker names a task whose payload it cannot read.
+    assert delivery.raw[FIELD_TASK.encode()] == b"inferq.triage" and delivery.raw[FIELD_ID.encode()] == b"celery-1"
+    message = json.loads(delivery.raw[FIELD_PAYLOAD.encode()])
     assert message["content-type"] == "application/json"
     # The request is carried once, in the body; Celery's repr headers would copy it (PHI) again.
     assert message["headers"]["kwargsrepr"] == OMITTED
@@ -137,3 +146,61 @@ def test_redis_url_of_broker_urls() -> None:
     assert redis_url("inferq://h:6380/2") == "redis://h:6380/2"
     assert redis_url("rediss://h:6380/2") == "rediss://h:6380/2"
     assert redis_url("h") == "redis://h:6379/0"
+
+
+def test_a_kombu_message_without_a_task_id_gets_no_id_field(redis_url: str, client: redis.Redis) -> None:
+    with Connection(redis_url, transport=TRANSPORT_PATH) as conn:
+        conn.Producer(serializer="json").publish([[], {"request": TRIAGE}, {}], routing_key="batch",
+                                                 headers={"task": "inferq.triage"})
+    [(_, fields)] = client.xrange(queue_stream("batch"))
+    assert fields[FIELD_TASK] == "inferq.triage" and FIELD_ID not in fields
+
+
+def test_producer_app_without_a_url_raises_and_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("INFERQ_REDIS_URL", raising=False)
+    monkeypatch.setenv("INFERQ_STATE_DIR", str(tmp_path))
+
+    def no_start(*args: object, **kwargs: object) -> None:
+        raise AssertionError("producer_app started an embedded server")
+
+    monkeypatch.setattr(embedded, "start", no_start)
+    with pytest.raises(ConfigurationError, match="INFERQ_REDIS_URL"):
+        producer_app()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_producer_app_channel_uses_the_given_settings(redis_url: str, client: redis.Redis) -> None:
+    app = producer_app(redis_url, Settings(redis_url=redis_url, batch_queue_limit=1))
+    try:
+        app.send_task("inferq.triage", kwargs={"request": TRIAGE}, task_id="l0", queue="batch")
+        with pytest.raises(Overloaded) as refused:
+            app.send_task("inferq.triage", kwargs={"request": TRIAGE}, task_id="l1", queue="batch")
+        assert (refused.value.lane, refused.value.limit) == ("batch", 1)
+    finally:
+        app.close()
+    assert client.xlen(queue_stream("batch")) == 1
+
+
+def test_a_full_redis_raises_server_full(tmp_path: Path) -> None:
+    server = embedded.start(tmp_path)
+    try:
+        admin = redis.Redis.from_url(server.url)
+        app = producer_app(server.url)
+        try:
+            app.send_task("inferq.triage", kwargs={"request": TRIAGE}, task_id="fits", queue="batch")
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", 1)
+            with pytest.raises(ServerFull):  # the lane is declared already: the enqueue script is refused
+                app.send_task("inferq.triage", kwargs={"request": TRIAGE}, task_id="full-1", queue="batch")
+            with pytest.raises(ServerFull):
+                enqueue(admin, "batch", {FIELD_TASK: "inferq.triage", FIELD_ID: "full-2", "request": "{}"}, 10)
+            with pytest.raises(ServerFull):  # declaring a lane on a full server
+                app.send_task("inferq.fraud", kwargs={"request": {"tenant": "x"}}, task_id="full-3", queue="realtime")
+        finally:
+            app.close()
+        assert admin.xlen(queue_stream("batch")) == 1 and admin.xlen(queue_stream("realtime")) == 0
+        admin.close()
+    finally:
+        embedded.stop(tmp_path)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.runners import load_triage
 from engine.triage_input import TriageInput
+from engine.triage_runner import load_triage
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "triage"
 NORMAL = {
@@ -88,7 +88,7 @@ def test_manifest_names_the_backbone_and_a_gated_default():
 
 
 def test_unambiguous_notes_get_their_esi_level(runner):
-    predictions = runner.predict_texts([inp for inp, _ in UNAMBIGUOUS])
+    predictions = runner.predict([inp for inp, _ in UNAMBIGUOUS])
     assert [p.acuity for p in predictions] == [level for _, level in UNAMBIGUOUS]
     for p in predictions:
         assert p.chunks == 1 and sum(p.probabilities) == pytest.approx(1.0, abs=1e-5)
@@ -100,6 +100,6 @@ def test_long_note_is_chunked_not_cut(runner):
         for i in range(60)
     )
     note = f"TRANSFER SUMMARY. HPI: substernal chest pain radiating to jaw, diaphoretic. {history}"
-    (prediction,) = runner.predict_texts([TriageInput(note, age_years=70, sex="F", vitals=NORMAL)])
+    (prediction,) = runner.predict([TriageInput(note, age_years=70, sex="F", vitals=NORMAL)])
     assert prediction.chunks > 1 and not prediction.truncated
     assert 1 <= prediction.acuity <= 5

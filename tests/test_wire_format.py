@@ -13,9 +13,24 @@ import redis
 
 from contracts import FraudRequest, TriageRequest, parse_request
 from contracts.errors import DESCRIPTIONS
+from contracts.wire import (
+    CLIENT_RESULTS_PREFIX,
+    DEADLETTER_STREAM,
+    FIELD_ID,
+    FIELD_REQUEST,
+    FIELD_TASK,
+    KINDS,
+    LANES,
+    MAX_TASK_ID_CHARS,
+    REPLY_TO_PATTERN,
+    TASK_NAMES,
+    queue_stream,
+    results_stream,
+)
 from worker.config import Settings
-from worker.constants import queue_stream
-from worker.streams import Ingress, connect
+from worker.connection import redis_client as worker_client
+from worker.ingress import Ingress
+from worker.keys import CONSUMER_GROUP, done_key
 
 pytestmark = pytest.mark.integration
 
@@ -50,9 +65,10 @@ def _run(command: str, redis_url: str) -> str:
 def test_documented_xadd_is_decoded_by_the_ingress(redis_client: redis.Redis, redis_url: str) -> None:
     entry_id = _run(_block("xadd"), redis_url)
     assert re.fullmatch(r"\d+-\d+", entry_id)
-    client = connect(redis_url)
+    settings = Settings(redis_url=redis_url)
+    client = worker_client(redis_url, settings)
     try:
-        ingress = Ingress(client, "doc-reader", Settings(redis_url=None))
+        ingress = Ingress(client, "doc-reader", settings)
         ingress.ensure_groups()
         [delivery] = ingress.fetch(["realtime", "batch"], 10, None)
     finally:
@@ -79,3 +95,18 @@ def test_documented_limit_script_queues_then_refuses(redis_client: redis.Redis, 
 def test_error_code_table_matches_contracts() -> None:
     rows = re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", _block_table("codes"), re.M)
     assert dict(rows) == {code.value: text for code, text in DESCRIPTIONS.items()}
+
+
+def test_documented_keys_and_fields_match_the_wire_module() -> None:
+    text = DOC.read_text()
+    for lane in LANES:
+        assert f"`{queue_stream(lane)}`" in text
+    for kind in KINDS:
+        assert f"`{TASK_NAMES[kind]}`" in text and f"`{kind}`" in text
+    assert results_stream("{kind}") == "inferq:results:{kind}" and "`inferq:results:{kind}`" in text
+    assert f"consumer group `{CONSUMER_GROUP}`" in text
+    assert f"`{done_key('{task_id}')}`" in text and f"`{DEADLETTER_STREAM}`" in text
+    assert f"`{REPLY_TO_PATTERN}`" in text
+    assert f"1–{MAX_TASK_ID_CHARS} characters" in text
+    assert all(f"| `{name}` |" in text for name in (FIELD_TASK, FIELD_ID, FIELD_REQUEST))
+    assert f"`{CLIENT_RESULTS_PREFIX}`" in text

@@ -15,7 +15,7 @@ Amounts are in units of the event's currency and drawn on one scale for every cu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -263,7 +263,7 @@ def _add_devices(rng: np.random.Generator, profile: _Profile, t0: float, t1: flo
         profile.devices.append((f"dev-{tag}-{k}", float(rng.uniform(t0, t1))))
 
 
-def _home_at(profile: _Profile, ts: np.ndarray) -> list[str]:
+def _home_at(profile: _Profile, ts: np.ndarray | Sequence[float]) -> list[str]:
     if profile.moved is None:
         return [profile.home] * len(ts)
     when, new_home = profile.moved

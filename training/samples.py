@@ -84,3 +84,21 @@ def triage_stream(seed: int, tenant: str, chunk: int = 200) -> Iterator[dict[str
 def fraud_stream(inputs: Iterable[FraudInput], tenant: str) -> Iterator[dict[str, Any]]:
     """Fraud requests for the given inputs, each transaction happening now."""
     return (fraud_request(inp, tenant) for inp in inputs)
+
+
+# Requests at the simulator's own time carry at most this much history before the transaction: the
+# contract refuses events over ten years old, a slow spender's 4,096 events can reach further back,
+# and a fixed cut (unlike one against the clock) keeps training and evaluation data the same every
+# day. Issuers send a bounded window of history too.
+HISTORY_AT_S = 5 * 365 * 86_400
+
+
+def fraud_request_at(inp: FraudInput, tenant: str) -> dict[str, Any]:
+    """A fraud request at the simulated transaction's own time: the hour of day, the gaps and every
+    other feature are the simulator's; events over five years before the transaction are left out."""
+    oldest = inp.transaction.timestamp - HISTORY_AT_S
+    return {
+        "tenant": tenant,
+        "transaction": event_json(inp.transaction),
+        "history": [event_json(e) for e in inp.history if e.timestamp >= oldest],
+    }

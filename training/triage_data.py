@@ -1113,7 +1113,7 @@ def _normal_vitals(rng: random.Random, age: float) -> dict[str, float]:
 
 def _apply_profile(rng: random.Random, v: dict[str, float], profile: str, age: float) -> dict[str, float]:
     _, hr_lim, rr_lim = _DANGER_BANDS[_band(age)]
-    changes: dict[str, dict[str, float]] = {
+    by_profile: dict[str, dict[str, float]] = {
         "normal": {},
         "tachy": {"heart_rate": hr_lim + rng.randint(1, 35)},
         "tachypnea": {"resp_rate": rr_lim + rng.randint(1, 12)},
@@ -1134,7 +1134,8 @@ def _apply_profile(rng: random.Random, v: dict[str, float], profile: str, age: f
         "resp_depressed": {"resp_rate": rng.randint(3, 9), "spo2": rng.randint(80, 93)},
         "hypertensive": {"systolic_bp": rng.randint(170, 225), "diastolic_bp": rng.randint(95, 125)},
         "arrest": {},
-    }[profile]
+    }
+    changes = by_profile[profile]
     v = {**v, **changes}
     if "systolic_bp" in v and "diastolic_bp" in v:
         v["diastolic_bp"] = min(v["diastolic_bp"], v["systolic_bp"] - 20)
@@ -1322,6 +1323,8 @@ def _visibility(rng: random.Random, vitals: dict[str, float]) -> _Visibility:
     mode = rng.choices(
         ("structured", "note", "both", "partial", "none"), weights=(0.5, 0.2, 0.15, 0.1, 0.05)
     )[0]
+    structured: dict[str, float]
+    in_note: dict[str, float]
     if mode == "none" or not vitals:
         structured, in_note = {}, {}
     elif mode == "partial":

@@ -8,7 +8,9 @@ broadcast exchanges the lane streams do not carry) with one step that runs `Work
 atomic batch fetch, dynamic batching, one inference thread, exactly-once results. Celery's
 warm shutdown (SIGTERM) reaches that step, which runs the runtime's graceful drain.
 
-Run it with `inferq worker`, `python -m worker.app`, or `worker.app.run_worker(settings)`.
+Run it with `inferq worker`, `python -m worker.app` (with `INFERQ_REDIS_URL` set), or
+`worker.app.run_worker(settings)`. A worker whose thread died, or whose drain ran out of time,
+exits non-zero, so its supervisor knows.
 """
 
 from __future__ import annotations
@@ -26,15 +28,18 @@ from celery.worker.consumer import Consumer
 from celery.worker.state import maybe_shutdown
 
 from contracts import parse_request
+from contracts.wire import DEFAULT_LANE, TASK_FRAUD, TASK_NAMES, TASK_TRIAGE, Kind
 from worker import logging as inferq_logging
+from worker.adapters import KindAdapter, load_adapters
 from worker.config import Settings
-from worker.constants import DEFAULT_LANE, TASK_FRAUD, TASK_NAMES, TASK_TRIAGE
-from worker.models import KindModel, load_models
+from worker.errors import ConfigurationError
 from worker.runtime import WorkerRuntime, default_name
 from worker.transport import TRANSPORT_PATH
 
 # How often the consumer step looks at Celery's shutdown flags while the runtime works.
 SHUTDOWN_POLL_S: Final = 0.2
+# Exit status of a worker that crashed or did not drain in time.
+EXIT_FAILED: Final = 1
 
 app = Celery("inferq", set_as_current=False)
 app.conf.update(
@@ -66,16 +71,18 @@ def current_settings() -> Settings:
 
 
 @functools.cache
-def _local_model(kind: str) -> KindModel:
+def _local_adapter(kind: Kind) -> KindAdapter:
     settings = current_settings().model_copy(update={"kinds": [kind]})
-    return load_models(settings)[kind]
+    return load_adapters(settings)[kind]
 
 
-def compute_one(kind: str, request: dict[str, Any]) -> dict[str, Any]:
+def compute_one(kind: Kind, request: dict[str, Any]) -> dict[str, Any]:
     """Run one request in this process, unbatched: what `task.apply()` and eager mode do."""
-    model = _local_model(kind)
-    prepared = model.prepare(parse_request(kind, request))
-    return model.to_result(model.run([prepared])[0]).model_dump(mode="json")
+    adapter = _local_adapter(kind)
+    [result] = adapter.compute([adapter.prepare(parse_request(kind, request))])
+    if isinstance(result, ValueError):
+        raise result
+    return result.model_dump(mode="json")
 
 
 def triage(request: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +119,11 @@ class RuntimeStep(bootsteps.StartStopStep):  # type: ignore[misc]
             c.on_ready()
             self._watch(runtime)
         finally:
-            runtime.stop()
+            drained = runtime.stop()
+            if runtime.crashed is not None or not drained:
+                # Exit non-zero: a supervisor restarts a crashed worker, and an operator sees a drain
+                # that ran out of time (its unfinished tasks are taken over by a peer).
+                raise WorkerShutdown(EXIT_FAILED)
 
     @staticmethod
     def _watch(runtime: WorkerRuntime) -> None:
@@ -120,7 +131,7 @@ class RuntimeStep(bootsteps.StartStopStep):  # type: ignore[misc]
         while not runtime.wait(SHUTDOWN_POLL_S):
             maybe_shutdown()
             if not runtime.alive():
-                raise WorkerShutdown(1)
+                raise WorkerShutdown(EXIT_FAILED)
         raise WorkerShutdown(0)
 
     def stop(self, c: Any) -> None:
@@ -194,16 +205,15 @@ def _celery_main(argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m worker.app [--name N] [--loglevel L]`: settings from `INFERQ_*` variables.
 
-    Without `INFERQ_REDIS_URL` it starts (or reuses) the embedded Valkey, as `inferq worker` does.
+    `INFERQ_REDIS_URL` must be set; `inferq worker` is the command that falls back to the embedded Valkey.
     """
-    from worker.cli import redis_url_for
-
     parser = argparse.ArgumentParser(prog="python -m worker.app", description="Run an inferq worker.")
     parser.add_argument("--name", help="consumer name in the lanes' group; unique per process")
     parser.add_argument("--loglevel", help="default: INFERQ_LOG_LEVEL")
     args = parser.parse_args(argv)
     settings = Settings()
-    settings = settings.model_copy(update={"redis_url": redis_url_for(settings)})
+    if not settings.redis_url:
+        raise ConfigurationError("python -m worker.app needs INFERQ_REDIS_URL (`inferq worker` starts an embedded one)")
     return run_worker(settings, name=args.name, loglevel=args.loglevel)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -28,7 +28,21 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFERQ_", extra="ignore")
 
     redis_url: str | None = Field(
-        default=None, description="Redis/Valkey URL; unset means start or reuse the embedded Valkey"
+        default=None, description="Redis/Valkey URL; unset, the inferq commands start or reuse the embedded Valkey and "
+        "library clients refuse to run"
+    )
+    # Credentials in the URL (redis://user:pass@host) win over these two, as redis-py merges them.
+    redis_username: str | None = Field(default=None, description="ACL user, when the URL names none")
+    redis_password: SecretStr | None = Field(
+        default=None, description="ACL password, when the URL holds none; from the environment only, never logged"
+    )
+    tls_ca_file: Path | None = Field(
+        default=None, description="rediss:// only: PEM CA bundle the server certificate must chain to; unset: system"
+    )
+    tls_cert_file: Path | None = Field(default=None, description="rediss:// only: PEM client certificate (mutual TLS)")
+    tls_key_file: Path | None = Field(default=None, description="rediss:// only: PEM key of the client certificate")
+    tls_check_hostname: bool = Field(
+        default=True, description="rediss:// only: the server certificate must name the URL's host"
     )
     state_dir: Path = Field(
         default=Path.home() / ".inferq", description="embedded Valkey data, pid file and logs"
@@ -77,6 +91,11 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         default=25.0, gt=0, description="SIGTERM drain; keep below Kubernetes terminationGracePeriodSeconds (30)"
     )
+    client_retry_s: float = Field(
+        default=10.0, ge=0, le=3600,
+        description="producer clients retry a Redis that does not answer (restart, failover) for this long, "
+        "then raise RedisUnavailable",
+    )
     fraud_review_threshold: float | None = Field(
         default=None, ge=0, le=1, description="score at or above which fraud says review; unset: model card"
     )
@@ -93,6 +112,20 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9808, ge=0, le=65535, description="Prometheus and health probes; 0 disables")
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="structlog JSON lines; false for console rendering")
+    signing_keys: SecretStr | None = Field(
+        default=None,
+        description="HMAC keys as comma-separated kid:base64 pairs, several at once while rotating; unset: "
+        "signing off (worker/signing.py)",
+    )
+    signing_key_id: str | None = Field(default=None, description="kid this process signs with; unset: the first key")
+    # Five minutes covers clock skew between hosts and a producer's retries, and is still short
+    # enough that the replay markers (kept twice as long) stay few.
+    signing_window_s: float = Field(
+        default=300, gt=0, le=86_400, description="largest gap between a signature's time and the entry's queue time"
+    )
+    signing_required: bool | None = Field(
+        default=None, description="refuse unsigned entries; unset: true when signing keys are set"
+    )
 
     def lane(self, name: str) -> LaneSettings:
         """Batching limits of the named lane."""

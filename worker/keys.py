@@ -1,0 +1,260 @@
+"""Every Redis key the worker and its producers touch, and every Lua script, as named functions.
+
+Key names build on the wire vocabulary of `contracts.wire` (lane streams, result streams, the
+dead-letter stream), adding the worker's own: the consumer group, exactly-once markers, heartbeats.
+Each script makes one stream operation a single atomic step on the server; the functions below take
+keyword arguments and build the script's KEYS and ARGV in one place.
+
+Out of memory: `enqueue` is declared with flags (a shebang), so a server over `maxmemory` refuses
+it whole before it runs and a chunk is queued all or nothing. `finish` and `requeue` are declared
+`allow-oom`: each deletes the lane entry it answers, which frees more than its result or copy takes
+(a 25 KB fraud request against a 300-byte result), so they still run on a full server and are the
+way out of it; without the flag the marker's SET was refused and the XDEL that frees memory never ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Protocol
+
+from contracts.wire import (
+    CLIENT_RESULTS_PREFIX,
+    DEADLETTER_STREAM,
+    KEY_PREFIX,
+    LANES,
+    RESULT_MESSAGE,
+    RESULT_STATUS,
+    RESULT_TASK_ID,
+    queue_stream,
+    results_stream,
+)
+from worker.errors import UnknownLane
+
+__all__ = [
+    "CONSUMER_GROUP",
+    "DEADLETTER_STREAM",
+    "FIELD_ORIGIN",
+    "FIELD_PRIOR_DELIVERIES",
+    "done_key",
+    "queue_stream",
+    "results_stream",
+    "worker_key",
+]
+
+CONSUMER_GROUP: Final = "inferq-workers"
+DONE_PREFIX: Final = KEY_PREFIX + "done:"
+WORKER_PREFIX: Final = KEY_PREFIX + "worker:"
+
+# Set on a copy put back at a graceful stop, so that its queue time and delivery count carry over.
+FIELD_ORIGIN: Final = "origin"  # entry id of the first copy
+FIELD_PRIOR_DELIVERIES: Final = "prior_deliveries"  # deliveries before the copy was made
+
+
+def done_key(task_id: str) -> str:
+    """Exactly-once marker of one task id."""
+    return DONE_PREFIX + task_id
+
+
+def worker_key(name: str) -> str:
+    """Heartbeat hash of one worker."""
+    return WORKER_PREFIX + name
+
+
+def lane_streams() -> list[str]:
+    """Every lane stream, realtime first."""
+    return [queue_stream(lane) for lane in LANES]
+
+
+def expires_with_results(stream: str) -> bool:
+    """A producer client's reply stream expires with the results it holds; shared streams do not."""
+    return stream.startswith(CLIENT_RESULTS_PREFIX)
+
+
+class ScriptRunner(Protocol):
+    """A registered script (redis-py `Script`), called on a client or a pipeline."""
+
+    def __call__(self, keys: Sequence[Any] | None = ..., args: Sequence[Any] | None = ..., client: Any = ...) -> Any:
+        ...
+
+
+class ScriptHost(Protocol):
+    """What registers scripts: a redis-py client, sync or asyncio."""
+
+    def register_script(self, script: str) -> Any: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# ENQUEUE: all entries of one call, or none when a lane would go over its limit.
+
+_ENQUEUE: Final = """#!lua
+local nkeys = #KEYS
+for i = 1, nkeys do
+  if redis.call('XLEN', KEYS[i]) + tonumber(ARGV[nkeys + i]) > tonumber(ARGV[i]) then
+    return {0, i}
+  end
+end
+local ids = {1}
+local pos = 2 * nkeys + 1
+while pos <= #ARGV do
+  local key = KEYS[tonumber(ARGV[pos])]
+  local last = pos + 1 + 2 * tonumber(ARGV[pos + 1])
+  ids[#ids + 1] = redis.call('XADD', key, '*', unpack(ARGV, pos + 2, last))
+  pos = last + 1
+end
+return ids
+"""
+
+
+class EnqueueCall:
+    """KEYS and ARGV of one ENQUEUE: entries ((lane, fields) pairs) under per-lane limits.
+
+    ARGV: each lane's limit, then how many entries go to each lane, then every entry as its lane's
+    index, its field count and its field/value pairs. XLEN counts waiting and in-flight tasks alike
+    because `finish` deletes an entry when it acks it. The reply is {1, id, ...} with the new entry
+    ids in order, or {0, lane index} without adding anything when a lane would go over its limit.
+    """
+
+    def __init__(self, entries: Sequence[tuple[str, Mapping[str, str]]], limits: Mapping[str, int]) -> None:
+        self.lanes = list(dict.fromkeys(lane for lane, _ in entries))
+        for lane in self.lanes:
+            if lane not in LANES:
+                # A stream no worker reads: its tasks would never be answered.
+                raise UnknownLane(f"{lane!r} is not a lane; lanes are {', '.join(LANES)}")
+        self.limits = {lane: limits[lane] for lane in self.lanes}
+        counts = {lane: 0 for lane in self.lanes}
+        body: list[str | int] = []
+        for lane, fields in entries:
+            counts[lane] += 1
+            body += [self.lanes.index(lane) + 1, len(fields), *(part for pair in fields.items() for part in pair)]
+        self.keys = [queue_stream(lane) for lane in self.lanes]
+        self.args: list[str | int] = [*(self.limits[lane] for lane in self.lanes),
+                                      *(counts[lane] for lane in self.lanes), *body]
+
+    def full_lane(self, reply: Sequence[Any]) -> str | None:
+        """The lane that was full, or None when the entries went in."""
+        return None if int(reply[0]) == 1 else self.lanes[int(reply[1]) - 1]
+
+    @staticmethod
+    def entry_ids(reply: Sequence[Any]) -> list[str]:
+        return [e.decode() if isinstance(e, bytes) else str(e) for e in reply[1:]]
+
+
+def enqueue_script(host: ScriptHost) -> ScriptRunner:
+    """The ENQUEUE script registered on `host`; call it with an `EnqueueCall`'s keys and args."""
+    runner: ScriptRunner = host.register_script(_ENQUEUE)
+    return runner
+
+
+# ---------------------------------------------------------------------------------------------
+# FINISH: every outcome of a delivery, in one atomic step.
+
+# KEYS: lane stream, done marker, result stream, dead-letter stream
+# ARGV: group, entry id, result JSON ('' for none), task id, status, result ttl (s), result stream
+#       maxlen, 1 when the result stream expires with its results, dead-letter maxlen, then the
+#       dead-letter entry's field/value pairs (none: no dead letter)
+# Returns 1 when this call posted the result, 0 otherwise (none to post, or the id was answered).
+# The marker's SET NX comes first: a task id is answered once, whichever delivery gets there, and
+# the lane entry is acked and deleted in every case (ack-only for an id already answered).
+# Returns -1, having written nothing, when the result stream is a key of another type: its XADD
+# would fail after the marker's SET, leaving the id marked answered with no result and the entry
+# pending, and every retry of the publisher failing the same way (`Publisher` dead-letters it).
+_FINISH: Final = f"""#!lua flags=allow-oom
+local posted = 0
+if ARGV[3] ~= '' then
+  local found = redis.call('TYPE', KEYS[3])['ok']
+  if found ~= 'none' and found ~= 'stream' then
+    return -1
+  end
+  if redis.call('SET', KEYS[2], KEYS[3], 'NX', 'EX', ARGV[6]) then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*',
+               '{RESULT_TASK_ID}', ARGV[4], '{RESULT_STATUS}', ARGV[5], '{RESULT_MESSAGE}', ARGV[3])
+    if ARGV[8] == '1' then
+      redis.call('EXPIRE', KEYS[3], ARGV[6])
+    end
+    posted = 1
+  end
+end
+if #ARGV > 9 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', unpack(ARGV, 10))
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return posted
+"""
+
+
+# FINISH's reply when the result stream named is a key of another type; nothing was written.
+NOT_A_STREAM: Final = -1
+
+
+class Scripts:
+    """The worker's scripts, registered once on its client; each call may go through a pipeline."""
+
+    def __init__(self, host: ScriptHost) -> None:
+        self._finish: ScriptRunner = host.register_script(_FINISH)
+        self._requeue: ScriptRunner = host.register_script(_REQUEUE)
+        self._touch: ScriptRunner = host.register_script(_TOUCH)
+
+    def finish(
+        self,
+        pipe: Any,
+        *,
+        lane: str,
+        entry_id: str,
+        task_id: str,
+        result_stream: str | None,
+        result: str | None,
+        status: str,
+        result_ttl_s: int,
+        maxlen: int,
+        deadletter: Sequence[str | bytes] = (),
+    ) -> None:
+        """Post `result` once per task id (none: ack only), dead-letter the entry if asked, ack, delete.
+
+        The script replies 1 (posted), 0 (nothing to post, or the id was answered before) or
+        NOT_A_STREAM (the result stream is a key of another type; nothing was written).
+        """
+        stream = result_stream or DEADLETTER_STREAM  # named but untouched when there is no result
+        keys = [queue_stream(lane), done_key(task_id), stream, DEADLETTER_STREAM]
+        args: list[str | bytes | int] = [
+            CONSUMER_GROUP, entry_id, result or "", task_id, status, result_ttl_s, maxlen,
+            "1" if expires_with_results(stream) else "0", maxlen, *deadletter,
+        ]
+        self._finish(keys=keys, args=args, client=pipe)
+
+    def requeue(self, pipe: Any, *, lane: str, entry_id: str, fields: Sequence[str | bytes]) -> None:
+        """Append a copy of an unstarted entry (`fields`, flat pairs) and ack and delete the original."""
+        self._requeue(keys=[queue_stream(lane)], args=[CONSUMER_GROUP, entry_id, *fields], client=pipe)
+
+    def touch(self, pipe: Any, *, lane: str, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Restart the idle clock of the entries `consumer` still holds; replies how many it held."""
+        self._touch(keys=[queue_stream(lane)], args=[CONSUMER_GROUP, consumer, *entry_ids], client=pipe)
+
+
+# KEYS: lane stream
+# ARGV: group, entry id, then the copy's field/value pairs
+# Returns the copy's entry id. The copy is appended, so any worker's next read takes it at once
+# instead of waiting for the claim idle time to pass.
+_REQUEUE: Final = """#!lua flags=allow-oom
+local copy = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return copy
+"""
+
+# KEYS: lane stream
+# ARGV: group, consumer, then entry ids
+# Returns how many of the ids this consumer still held; their idle time restarts at zero, so no
+# other worker takes them over while they wait in this worker's batches. Ids another consumer
+# has claimed in the meantime stay with it, and delivery counts do not change (JUSTID).
+_TOUCH: Final = """#!lua flags=allow-oom
+local kept = 0
+for i = 3, #ARGV do
+  local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if held[1] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    kept = kept + 1
+  end
+end
+return kept
+"""
