@@ -62,4 +62,4 @@ def results_stream(kind: str) -> str:
 
 def valid_reply_to(stream: object) -> bool:
     """Whether `stream` is a result stream a task may name as its `reply_to`."""
-    return isinstance(stream, str) and _REPLY_TO.match(stream) is not None
+    return isinstance(stream, str) and _REPLY_TO.fullmatch(stream) is not None  # "$" would allow a final "\n"

@@ -71,10 +71,9 @@ class DatabaseClaim:
 
     def _renew(self) -> None:
         while not self._stop.wait(CLAIM_TTL_S / 4):
-            try:
+            # Renewed on the next round when this one fails: the claim outlives a short outage.
+            with contextlib.suppress(redis.RedisError):
                 self._admin.expire(CLAIM_PREFIX + str(self.db), CLAIM_TTL_S)
-            except redis.RedisError:
-                pass  # renewed on the next round; the claim outlives a short outage
 
     def release(self) -> None:
         self._stop.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import redis
 
 from worker import embedded
+from worker.errors import EmbeddedServerError
 
 
 @pytest.fixture
@@ -55,3 +57,21 @@ def test_stale_pid_file_is_replaced(state_dir: Path) -> None:
     server = embedded.start(state_dir)
     assert server.started_here
     assert redis.Redis.from_url(server.url).ping()
+
+
+def test_a_secured_server_is_probed_without_login_retries(state_dir: Path) -> None:
+    # The probe holds no credentials: its refused login means "answering", at once (redis-py's
+    # default client retries a refused login ten times, seconds per probe).
+    user = embedded.AclUser("inferq", "correct-horse-battery", "~inferq:* resetchannels -@all +ping")
+    started = time.monotonic()
+    server = embedded.start(state_dir, acl_users=[user])
+    assert embedded.running(state_dir) == embedded.EmbeddedServer(server.url, server.pid, started_here=False)
+    assert embedded.stop(state_dir)
+    assert time.monotonic() - started < 3.0
+
+
+def test_a_server_refusing_its_acl_file_says_why(state_dir: Path) -> None:
+    user = embedded.AclUser("inferq", "correct-horse-battery", "~inferq:* -@all +no-such-command")
+    with pytest.raises(EmbeddedServerError, match="no-such-command") as refused:
+        embedded.start(state_dir, acl_users=[user])
+    assert "overcommit" not in str(refused.value)  # the reason, not the warnings logged before it

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 
 import orjson
 import pytest
+import structlog
 
-from contracts import ContractError, ErrorCode
+from contracts import ContractError, ErrorCode, parse_request
 from contracts.wire import FIELD_PAYLOAD, FIELD_REPLY_TO, results_stream, valid_reply_to
 from worker.client import raw_fields
 from worker.entries import (
@@ -193,3 +194,112 @@ def test_raw_json_is_lossless() -> None:
     assert pairs[0] == ["task", "inferq.fraud"]
     assert base64.b64decode(pairs[1][1]["base64"]) == b"\xff\x00ok"
     assert base64.b64decode(pairs[2][0]["base64"]) == b"\xfe" and pairs[2][1] == "v"
+
+
+# Found by bytes-level fuzzing (tests/test_fuzz.py): each of these once crashed a worker or gave a
+# code or a result stream other than docs/wire-format.md's.
+
+
+def _b64_envelope(body: str) -> dict[str, str]:
+    message = {"body": body, "content-type": "application/json", "headers": {"task": "inferq.triage", "id": "b1"},
+               "properties": {"body_encoding": "base64"}}
+    return {FIELD_PAYLOAD: json.dumps(message)}
+
+
+@pytest.mark.parametrize("body", ["\u00e9t\u00e9", "W1tdLHt9LHt9XQ==\u00a0", "\U0001f600W1tdLHt9LHt9XQ=="])
+def test_a_base64_body_that_is_not_ascii_is_malformed_not_a_crash(body: str) -> None:
+    # base64 raised ValueError (not binascii.Error) out of decode_entry: the fetcher thread died, and
+    # so did every worker that claimed the entry after it.
+    delivery = _decode(_b64_envelope(body))
+    assert delivery.decode_code is ErrorCode.MALFORMED and delivery.task_id == "b1" and delivery.kind == "triage"
+    poisoned = identity_only("batch", ENTRY_ID, _bytes(_b64_envelope(body)), 4)
+    assert poisoned.task_id == "b1"
+
+
+@pytest.mark.parametrize("origin", ["9" * 400 + "-0", "9" * 5000 + "-0", "99999999999999999999-0", "1" * 21 + "-1"])
+def test_a_forged_origin_cannot_move_the_enqueue_time_past_the_entry(origin: str) -> None:
+    # Thousands of digits raised ValueError in the fetcher; hundreds made queue_ms an int too large for
+    # a float, and OverflowError killed the preparer thread.
+    fields = {**raw_fields("inferq.fraud", "o1", "{}"), FIELD_ORIGIN: origin}
+    assert _decode(fields).enqueued_ms == 1_700_000_000_000
+    assert identity_only("batch", ENTRY_ID, _bytes(fields), 4).enqueued_ms == 1_700_000_000_000
+    earlier = {**raw_fields("inferq.fraud", "o1", "{}"), FIELD_ORIGIN: "1-0"}
+    assert _decode(earlier).enqueued_ms == 1
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code"),
+    [
+        (b'\xef\xbb\xbf{"tenant": "a"}', ErrorCode.INVALID_JSON),  # a byte order mark is UTF-8, not JSON text
+        (b'{"tenant": "a", "age": 1e400}', ErrorCode.NON_FINITE),  # valid JSON, infinite as a double
+        (b'{"tenant": "a", "age": -2E999}', ErrorCode.NON_FINITE),
+        (b'{"tenant": "a", "age": NaN}', ErrorCode.INVALID_JSON),  # not JSON at all
+        (b'{"tenant": "a", "age": Infinity}', ErrorCode.INVALID_JSON),
+        (b'{"tenant": "caf\xe9"}', ErrorCode.INVALID_UNICODE),
+    ],
+)
+def test_json_refusals_name_what_is_wrong(request_bytes: bytes, code: ErrorCode) -> None:
+    assert _decode({"task": "inferq.triage", "id": "j1", "request": request_bytes}).decode_code is code
+
+
+def test_integers_past_64_bits_are_read_exactly() -> None:
+    # orjson reads them as floats, which an integer field refused as wrong_type instead of out of range.
+    request = b'{"tenant": "a", "note": "x", "vitals": {"heart_rate": 100000000000000000000}}'
+    delivery = _decode({"task": "inferq.triage", "id": "i1", "request": request})
+    assert delivery.request is not None and delivery.request["vitals"]["heart_rate"] == 10**20
+    with pytest.raises(ContractError) as refused:
+        parse_request("triage", delivery.request)
+    assert refused.value.code is ErrorCode.VITAL_OUT_OF_RANGE
+    deadline = _decode({"task": "inferq.triage", "id": "i2", "request": b'{"deadline": -9223372036854775809}'})
+    assert deadline.request == {"deadline": -(2**63) - 1}
+    body = [[], {"request": {"tenant": "a", "timeout_ms": 10**25}}, {}]
+    envelope = _decode(_envelope({"task": "inferq.fraud", "id": "i3"}, body))
+    assert envelope.request == {"tenant": "a", "timeout_ms": 10**25}
+    floats = _decode({"task": "inferq.triage", "id": "i4", "request": b'{"age": 1e20, "x": {"y": 3e19}}'})
+    assert floats.request == {"age": 1e20, "x": {"y": 3e19}} and isinstance(floats.request["age"], float)
+
+
+@pytest.mark.parametrize("stream", ["inferq:results:x\n", "inferq:results:payments\n"])
+def test_a_reply_to_ending_in_a_newline_is_no_result_stream(stream: str) -> None:
+    # Python's `$` matches before a final newline; the documented pattern (and the contract) do not.
+    asked = _decode(raw_fields("inferq.fraud", "r1", json.dumps({"reply_to": stream})))
+    assert asked.result_stream == results_stream("fraud")
+    own = _decode({**raw_fields("inferq.fraud", "r2", "{}"), FIELD_REPLY_TO: stream})
+    assert own.result_stream == results_stream("fraud")
+
+
+def test_a_poisoned_envelope_is_named_by_its_headers() -> None:
+    # Only the plain task and id fields were read: an envelope without them was dead-lettered unanswered.
+    fields = _bytes(_envelope({"task": "inferq.fraud", "id": "p9"},
+                              [[], {"request": {"reply_to": "inferq:results:mine"}}, {}]))
+    delivery = identity_only("realtime", ENTRY_ID, fields, 4)
+    assert delivery.poisoned and delivery.request is None
+    assert (delivery.task_id, delivery.kind, delivery.result_stream) == ("p9", "fraud", "inferq:results:mine")
+    unreadable = identity_only("realtime", ENTRY_ID, _bytes({FIELD_PAYLOAD: "{not json", "id": "p8",
+                                                             "task": "inferq.triage"}), 4)
+    assert (unreadable.task_id, unreadable.kind) == ("p8", "triage")
+
+
+def test_an_unknown_field_is_answered_with_its_name_but_never_logs_it() -> None:
+    # The log line of an invalid task carried the field path, which for an unknown field is the
+    # producer's own key: any text of the request, of any size.
+    from worker.preparing import Preparer
+
+    class NoPublisher:
+        signatures = None
+
+        def already_answered(self, task_ids: object) -> set[str]:
+            return set()
+
+    emitted: list[object] = []
+    key = "patient secret-phi-marker " + "k" * 5000
+    delivery = decode_entry("batch", ENTRY_ID, _bytes(raw_fields("inferq.triage", "u9", json.dumps(
+        {"tenant": "ed", "note": "x", key: 1}))), 1)
+    preparer = Preparer({"triage": object()}, NoPublisher(), emitted.append,  # type: ignore[dict-item, arg-type]
+                        lambda *a: None, lambda d: None)
+    with structlog.testing.capture_logs() as logs:
+        preparer.prepare_all([delivery], 0.0)
+    (answer,) = emitted
+    assert answer.message.error.code is ErrorCode.UNKNOWN_FIELD and answer.message.error.field == key  # type: ignore[attr-defined]
+    assert [entry["event"] for entry in logs] == ["task.invalid"]
+    assert "secret-phi-marker" not in repr(logs)

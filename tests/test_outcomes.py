@@ -324,3 +324,43 @@ def test_finish_and_requeue_run_on_a_full_server_and_enqueue_is_refused(full_ser
     assert client.xlen(results_stream("fraud")) == 3 and client.xlen(DEADLETTER_STREAM) == 1
     assert client.xlen(queue_stream("realtime")) == 1
     assert client.xpending(queue_stream("realtime"), CONSUMER_GROUP)["pending"] == 0
+
+
+def test_a_requeue_retried_after_it_applied_adds_no_second_copy(redis_url: str) -> None:
+    import redis as redis_lib
+
+    from worker.keys import CONSUMER_GROUP, Scripts, queue_stream
+
+    client = redis_lib.Redis.from_url(redis_url)
+    lane = queue_stream("batch")
+    client.xgroup_create(lane, CONSUMER_GROUP, id="0", mkstream=True)
+    entry = client.xadd(lane, {"task": "inferq.triage", "id": "rq-1", "request": "{}"}).decode()
+    client.xreadgroup(CONSUMER_GROUP, "w1", {lane: ">"}, count=1)
+    scripts = Scripts(client)
+    for _attempt in range(2):  # the second as after a dropped connection
+        pipe = client.pipeline(transaction=False)
+        scripts.requeue(pipe, lane="batch", entry_id=entry, fields=["task", "inferq.triage", "id", "rq-1"])
+        pipe.execute()
+    assert client.xlen(lane) == 1  # one copy, the original gone
+    client.flushdb()
+
+
+def test_a_deadletter_key_of_another_type_writes_nothing_and_leaves_the_entry_pending(redis_url: str) -> None:
+    import redis as redis_lib
+
+    from worker.keys import CONSUMER_GROUP, DEADLETTER_NOT_A_STREAM, DEADLETTER_STREAM, Scripts, queue_stream
+
+    client = redis_lib.Redis.from_url(redis_url)
+    lane = queue_stream("batch")
+    client.xgroup_create(lane, CONSUMER_GROUP, id="0", mkstream=True)
+    entry = client.xadd(lane, {"task": "inferq.triage", "id": "dl-1"}).decode()
+    client.xreadgroup(CONSUMER_GROUP, "w1", {lane: ">"}, count=1)
+    client.set(DEADLETTER_STREAM, "not a stream")
+    pipe = client.pipeline(transaction=False)
+    Scripts(client).finish(pipe, lane="batch", entry_id=entry, task_id="dl-1", result=None, status="failed",
+                           result_stream=None, result_ttl_s=60, maxlen=1000,
+                           deadletter=["task_id", "dl-1", "error_code", "internal_error"])
+    assert pipe.execute() == [DEADLETTER_NOT_A_STREAM]
+    assert client.xpending(lane, CONSUMER_GROUP)["pending"] == 1
+    assert not client.exists("inferq:done:dl-1")
+    client.flushdb()

@@ -715,12 +715,11 @@ class _ScriptedAdapter(KindAdapter):
 
 
 def _jobs(n: int) -> list[Job]:
-    request = parse_request("triage", {"tenant": "ed", "note": "x"})
     jobs = []
     for i in range(n):
         fields = {b"task": TASK_TRIAGE.encode(), b"id": f"j{i}".encode(), b"request": b"{}"}
         delivery = decode_entry("batch", f"{int(time.time() * 1000)}-{i}", fields, 1)
-        jobs.append(Job(delivery, "triage", request, PreparedTriage([[1, 2, 3]]), results_stream("triage"), f"j{i}"))
+        jobs.append(Job(delivery, "triage", "ed", PreparedTriage([[1, 2, 3]]), results_stream("triage"), f"j{i}"))
     return jobs
 
 

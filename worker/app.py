@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
+import redis
 from celery import Celery, bootsteps
 from celery.exceptions import WorkerShutdown
 from celery.worker.consumer import Consumer
@@ -33,8 +34,11 @@ from worker import logging as inferq_logging
 from worker.adapters import KindAdapter, load_adapters
 from worker.config import Settings
 from worker.errors import ConfigurationError
+from worker.logging import get_logger
 from worker.runtime import WorkerRuntime, default_name
 from worker.transport import TRANSPORT_PATH
+
+log = get_logger("app")
 
 # How often the consumer step looks at Celery's shutdown flags while the runtime works.
 SHUTDOWN_POLL_S: Final = 0.2
@@ -115,9 +119,17 @@ class RuntimeStep(bootsteps.StartStopStep):  # type: ignore[misc]
         runtime = WorkerRuntime(settings, name=_runtime_name(c.hostname))
         c.inferq_runtime = runtime
         try:
+            # Neither starting nor watching talks to Redis: a Redis that is down or restarting is the
+            # fetcher's and the publisher's to ride out (back-off, /readyz 503), never a reason to exit.
             runtime.start()
             c.on_ready()
             self._watch(runtime)
+        except redis.RedisError as exc:
+            # Never let one reach Celery as it is: the transport lists Redis errors as broker connection
+            # errors, and Celery's reconnect path for those needs the connection step this consumer
+            # does not have (it failed with AttributeError 'connection'). Exit non-zero instead, loudly.
+            log.exception("worker.redis_error_at_start", error=type(exc).__name__)
+            raise WorkerShutdown(EXIT_FAILED) from exc
         finally:
             drained = runtime.stop()
             if runtime.crashed is not None or not drained:
@@ -143,6 +155,9 @@ class RuntimeStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
 class StreamConsumer(Consumer):  # type: ignore[misc]
     """Celery's consumer with one step: the inferq runtime, which owns fetching and acking."""
+
+    # Celery's own Connection step (left out) sets this; its error paths read it.
+    connection: Any = None
 
     class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
         name = "InferqConsumer"

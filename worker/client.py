@@ -8,6 +8,9 @@ raises `ServerFull` (an Overloaded) the same way. A Redis that does not answer (
 failover) is retried with back-off for `client_retry_s`, then `RedisUnavailable` is raised; a
 retried submission may queue a task twice under the same id, and it is still answered once.
 Connecting never starts a server: give a URL (`inferq server start` runs the embedded one).
+With `INFERQ_SIGNING_KEYS` set (in the settings or the environment), every entry is signed
+(`worker.signing`) over exactly the fields written, at each send attempt: a retry carries a new
+`sig_ts`, so it is never taken for a replay of the first attempt.
 
 Each result is handed out once: `wait` returns what arrived and forgets it. A request that names
 its own `reply_to` is answered there, not to the client, so the client cannot wait for it.
@@ -41,10 +44,11 @@ from contracts.wire import (
     Kind,
 )
 from worker.config import Settings
-from worker.connection import DEFAULT_SOCKET_TIMEOUT_S, async_redis_client, redis_client
+from worker.connection import DEFAULT_SOCKET_TIMEOUT_S, async_redis_client, redis_client, refused_for_good
 from worker.errors import ConfigurationError, Overloaded, RedisUnavailable, ResultTimeout, ServerFull
 from worker.fetching import BACKOFF_FIRST_S, BACKOFF_MAX_S
 from worker.keys import EnqueueCall, enqueue_script
+from worker.signing import KeyRing, epoch_ms, signed
 
 RequestLike = Mapping[str, Any] | Request
 
@@ -129,6 +133,7 @@ class _Submitter:
 
     settings: Settings
     reply_stream: str
+    signing: KeyRing | None = None
     foreign: set[str] = field(default_factory=set)
 
     def prepare(
@@ -145,9 +150,12 @@ class _Submitter:
                 for request, task_id in zip(requests, ids, strict=True)]
 
     def calls(self, prepared: Sequence[_Prepared]) -> list[EnqueueCall]:
+        """The ENQUEUE calls of one send attempt, each entry signed now when signing is on."""
         limits: dict[str, int] = {lane: self.settings.lane(lane).queue_limit for lane in LANES}
+        now_ms = epoch_ms()
         return [
-            EnqueueCall([(p.lane, p.fields) for p in prepared[start:start + SUBMIT_CHUNK]], limits)
+            EnqueueCall([(p.lane, signed(p.fields, self.signing, now_ms))
+                         for p in prepared[start:start + SUBMIT_CHUNK]], limits)
             for start in range(0, len(prepared), SUBMIT_CHUNK)
         ]
 
@@ -231,13 +239,20 @@ def _server_url(redis_url: str | None, settings: Settings) -> str:
 
 
 class _Retry:
-    """Back-off over transient Redis errors until `client_retry_s` has passed, then RedisUnavailable."""
+    """Back-off over transient Redis errors until `client_retry_s` has passed, then RedisUnavailable.
+
+    Refusals (credentials, permissions, certificates) are not transient and are raised at once.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._deadline = time.monotonic() + settings.client_retry_s
         self._failures = 0
 
     def wait_s(self, exc: Exception, queued: Sequence[str] = ()) -> float:
+        if refused_for_good(exc):
+            # A wrong password, a missing permission, a certificate that does not verify: waiting
+            # cannot cure it, so the caller gets the refusal itself at once.
+            raise exc
         if time.monotonic() >= self._deadline:
             raise RedisUnavailable(f"Redis did not answer within the retry time ({type(exc).__name__})",
                                    tuple(queued)) from exc
@@ -255,9 +270,10 @@ class InferqClient:
 
     def __init__(self, redis_url: str | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
+        signing = KeyRing.from_settings(self.settings)  # before connecting: a bad key configuration raises
         self._redis = redis_client(_server_url(redis_url, self.settings), self.settings)
         self.reply_stream = _reply_stream()
-        self._submitter = _Submitter(self.settings, self.reply_stream)
+        self._submitter = _Submitter(self.settings, self.reply_stream, signing)
         self._results = _Results()
         self._enqueue = enqueue_script(self._redis)
 
@@ -280,9 +296,9 @@ class InferqClient:
         queued all or nothing; Overloaded (ServerFull) carries the ids that were queued in `.queued`.
         """
         prepared = self._submitter.prepare(kind, requests, task_ids, lane)
-        calls = self._submitter.calls(prepared)
         retry = _Retry(self.settings)
         while True:
+            calls = self._submitter.calls(prepared)
             try:
                 return self._submitter.finish(prepared, calls, self._send(calls))
             except _TRANSIENT as exc:
@@ -311,7 +327,9 @@ class InferqClient:
             streams: dict[KeyT, StreamIdT] = {self.reply_stream: self._results.cursor}
             try:
                 got = self._results.absorb(self._redis.xread(streams, count=READ_COUNT, block=block_ms))
-            except _TRANSIENT:
+            except _TRANSIENT as exc:
+                if refused_for_good(exc):
+                    raise
                 time.sleep(min(BACKOFF_FIRST_S, max(0.0, deadline - time.monotonic())))
                 got = 0
             if not got and block_ms is None:
@@ -346,9 +364,10 @@ class AsyncInferqClient:
 
     def __init__(self, redis_url: str | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
+        signing = KeyRing.from_settings(self.settings)  # before connecting: a bad key configuration raises
         self._redis = async_redis_client(_server_url(redis_url, self.settings), self.settings)
         self.reply_stream = _reply_stream()
-        self._submitter = _Submitter(self.settings, self.reply_stream)
+        self._submitter = _Submitter(self.settings, self.reply_stream, signing)
         self._results = _Results()
         self._enqueue = enqueue_script(self._redis)
 
@@ -367,9 +386,9 @@ class AsyncInferqClient:
     ) -> list[str]:
         """Queue many tasks of one kind in one round trip; see `InferqClient.submit_many`."""
         prepared = self._submitter.prepare(kind, requests, task_ids, lane)
-        calls = self._submitter.calls(prepared)
         retry = _Retry(self.settings)
         while True:
+            calls = self._submitter.calls(prepared)
             try:
                 return self._submitter.finish(prepared, calls, await self._send(calls))
             except _TRANSIENT as exc:
@@ -394,7 +413,9 @@ class AsyncInferqClient:
             streams: dict[KeyT, StreamIdT] = {self.reply_stream: self._results.cursor}
             try:
                 got = self._results.absorb(await self._redis.xread(streams, count=READ_COUNT, block=block_ms))
-            except _TRANSIENT:
+            except _TRANSIENT as exc:
+                if refused_for_good(exc):
+                    raise
                 await asyncio.sleep(min(BACKOFF_FIRST_S, max(0.0, deadline - time.monotonic())))
                 got = 0
             if not got and block_ms is None:

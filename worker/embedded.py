@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError
+from redis.retry import Retry
 
 from worker.errors import EmbeddedServerError
 
@@ -34,6 +36,7 @@ _STOP_TIMEOUT_S = 10.0
 # sockaddr_un holds 108 bytes on Linux, 104 on macOS, the terminating NUL included.
 _MAX_SOCKET_PATH = 103
 _ACL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_FAILURE = re.compile(r"Abort|Fatal|FATAL|[Ee]rror|[Ff]ailed|Can't|Bad directive")
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,13 @@ def _free_port() -> int:
 
 
 def _probe(home: Path, url: str) -> redis.Redis:
+    # No retries: redis-py's default retries a refused login (an AuthenticationError is a
+    # ConnectionError) ten times with back-off, seconds per probe of a secured server.
     sock = _socket_path(home)
     if sock.exists():
-        return redis.Redis(unix_socket_path=str(sock), socket_timeout=1.0, socket_connect_timeout=1.0)
-    return redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        return redis.Redis(unix_socket_path=str(sock), socket_timeout=1.0, socket_connect_timeout=1.0,
+                           retry=Retry(NoBackoff(), 0))
+    return redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
 
 
 def _answers(home: Path, url: str) -> bool:
@@ -228,8 +234,13 @@ def _startup_failure(home: Path, pid_file: Path) -> str | None:
     log = (home / "valkey.log").read_text(errors="replace") if (home / "valkey.log").exists() else ""
     if "TLS support" in log:
         return "this valkey-server was built without TLS support; pass binary= a build with TLS (e.g. redis-server)"
-    last = [line for line in log.splitlines() if line.strip()][-3:]
-    return "embedded Valkey exited at start: " + (" | ".join(last) or f"see {home}")
+    lines = [line for line in log.splitlines() if line.strip()]
+    # The reason, not the warnings logged before it (memory overcommit and the like).
+    reasons = [line for line in lines if _FAILURE.search(line)] or lines
+    message = "embedded Valkey exited at start: " + (" | ".join(reasons[-3:]) or f"see {home}")
+    if "client|setinfo" in message.lower():
+        message += " (Redis before 7.2 has no CLIENT SETINFO: leave client|setinfo out of its ACL rules)"
+    return message
 
 
 def stop(state_dir: Path) -> bool:
@@ -254,4 +265,10 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    # A daemonized server that exited stays a zombie until init reaps it, which some container
+    # inits do only every second or two: on Linux, a zombie has stopped.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"

@@ -10,7 +10,7 @@ task `invalid` or dead-lettered, and nothing else. `docs/wire-format.md` documen
 from __future__ import annotations
 
 import base64
-import binascii
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +40,11 @@ JSON_CONTENT_TYPE: Final = "application/json"
 # A whole entry larger than this is no request of the contract (a 4,096-event history is ~1 MB):
 # it is answered `invalid` without being parsed.
 MAX_ENTRY_BYTES: Final = 4 * 1024 * 1024
-_ENTRY_ID: Final = re.compile(rb"\d+-\d+")
+# A stream entry id: two 64-bit decimal numbers (a forged `origin` of thousands of digits is none).
+_ENTRY_ID: Final = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")
+# orjson reads an integer beyond 64 bits as a float, which an integer field refuses as wrong_type where
+# the number is out of range: a request holding a float this large is read again, exactly.
+_EXACT_BELOW: Final = float(2**63)
 
 
 @dataclass(frozen=True)
@@ -96,15 +100,41 @@ def _utf8(value: bytes | None) -> str | None:
 
 
 def _json(data: bytes | str, what: str) -> Any:
-    # orjson refuses invalid UTF-8, lone surrogates (raw or escaped), NaN and Infinity, and nesting
-    # past 1,024 levels, each with an error rather than a crash.
+    # orjson refuses invalid UTF-8, lone surrogates (raw or escaped), NaN and Infinity, a byte order
+    # mark, numbers beyond a double's range and nesting past 1,024 levels, each with an error rather
+    # than a crash.
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        if "surrogate" in str(exc) or "UTF-8" in str(exc):
-            raise _Undecodable(ErrorCode.INVALID_UNICODE, f"{what} holds bytes that are not UTF-8 or a lone "
-                                                          "surrogate") from None
-        raise _Undecodable(ErrorCode.INVALID_JSON, f"{what} is not valid JSON") from None
+        raise _refused(data, str(exc), what) from None
+
+
+def _refused(data: bytes | str, reason: str, what: str) -> _Undecodable:
+    """The code for JSON text orjson refused: its bytes, not orjson's wording, say whether it is UTF-8."""
+    if isinstance(data, bytes) and _utf8(data) is None or "surrogate" in reason:
+        return _Undecodable(ErrorCode.INVALID_UNICODE, f"{what} holds bytes that are not UTF-8 or a lone surrogate")
+    if "infinity" in reason:
+        return _Undecodable(ErrorCode.NON_FINITE, f"{what} holds a number too large to be finite")
+    return _Undecodable(ErrorCode.INVALID_JSON, f"{what} is not valid JSON")
+
+
+def _inexact(request: dict[str, Any]) -> bool:
+    """Whether the request's own fields, or those of an object in it (where the contract's integers are:
+    deadline, timeout_ms, vitals), hold a float past 64 bits that may have been an integer."""
+    for value in request.values():
+        if isinstance(value, float) and abs(value) >= _EXACT_BELOW:
+            return True
+        if isinstance(value, dict) and any(isinstance(v, float) and abs(v) >= _EXACT_BELOW for v in value.values()):
+            return True
+    return False
+
+
+def _exact(data: bytes | str, what: str) -> Any:
+    """JSON text orjson accepted (valid, finite, at most 1,024 deep), read with integers exact."""
+    try:
+        return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except (ValueError, RecursionError):
+        return _json(data, what)
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
@@ -113,7 +143,7 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _envelope_body(message: Mapping[str, Any]) -> Any:
+def _envelope_body(message: Mapping[str, Any], exact: bool = False) -> Any:
     if message.get("content-type") != JSON_CONTENT_TYPE:
         raise _Undecodable(ErrorCode.MALFORMED, "payload: only application/json Celery messages are accepted")
     body = message.get("body")
@@ -122,10 +152,11 @@ def _envelope_body(message: Mapping[str, Any]) -> Any:
     properties = message.get("properties")
     if isinstance(properties, dict) and properties.get("body_encoding") == "base64":
         try:
-            return _json(base64.b64decode(body, validate=True), "payload.body")
-        except binascii.Error:
+            decoded = base64.b64decode(body, validate=True)
+        except ValueError:  # binascii.Error, and text that is not ASCII
             raise _Undecodable(ErrorCode.MALFORMED, "payload.body is not base64") from None
-    return _json(body, "payload.body")
+        return (_exact if exact else _json)(decoded, "payload.body")
+    return (_exact if exact else _json)(body, "payload.body")
 
 
 def _envelope_request(body: Any) -> dict[str, Any]:
@@ -168,7 +199,10 @@ def _decode_envelope(fields: RawFields) -> _Found:
     task_name = _str_or_none(headers.get("task")) or plain_name
     task_id = _str_or_none(headers.get("id")) or plain_id
     try:
-        return _Found(task_name, task_id, _envelope_request(_envelope_body(message)))
+        request = _envelope_request(_envelope_body(message))
+        if _inexact(request):
+            request = _envelope_request(_envelope_body(message, exact=True))
+        return _Found(task_name, task_id, request)
     except _Undecodable as exc:
         return _Found(task_name, task_id, None, str(exc), exc.code)
 
@@ -179,7 +213,10 @@ def _decode_raw(fields: RawFields) -> _Found:
     if text is None:
         return _Found(task_name, task_id, None, "request: field missing", ErrorCode.MISSING_FIELD)
     try:
-        return _Found(task_name, task_id, _object(_json(text, "request"), "request"))
+        request = _object(_json(text, "request"), "request")
+        if _inexact(request):
+            request = _object(_exact(text, "request"), "request")
+        return _Found(task_name, task_id, request)
     except _Undecodable as exc:
         return _Found(task_name, task_id, None, str(exc), exc.code)
 
@@ -222,18 +259,27 @@ def prior_deliveries(fields: RawFields) -> int:
 
 
 def _enqueued_ms(entry_id: str, fields: RawFields) -> int:
+    """When the task first entered its lane: its `origin` (a copy put back at a graceful stop), which
+    is never later than the copy itself; a forged one can only move it earlier."""
+    own = entry_ms(entry_id)
     origin = fields.get(FIELD_ORIGIN.encode())
     if origin is not None and _ENTRY_ID.fullmatch(origin):
-        return entry_ms(origin.decode())
-    return entry_ms(entry_id)
+        return min(own, entry_ms(origin.decode()))
+    return own
+
+
+def _valid_reply_to(value: object) -> bool:
+    # The documented pattern ends with `$`, which for JSON Schema (and pydantic) is the end of the text;
+    # Python's `$` also matches before a final newline, so "inferq:results:x\n" would pass alone.
+    return valid_reply_to(value) and isinstance(value, str) and not value.endswith("\n")
 
 
 def _reply_to(fields: RawFields, request: dict[str, Any] | None) -> str | None:
     own = _utf8(fields.get(FIELD_REPLY_TO.encode()))
-    if valid_reply_to(own):
+    if _valid_reply_to(own):
         return own
     asked = (request or {}).get("reply_to")
-    return asked if valid_reply_to(asked) else None
+    return asked if _valid_reply_to(asked) else None
 
 
 def decode_entry(lane: Lane, entry_id: str, fields: RawFields, deliveries: int) -> Delivery:
@@ -254,25 +300,22 @@ def _identity(fields: RawFields) -> _Found:
 
 
 def identity_only(lane: Lane, entry_id: str, fields: RawFields, deliveries: int) -> Delivery:
-    """A Delivery of a poisoned entry: identity from its plain `task` and `id` fields, no request.
+    """A Delivery of a poisoned entry: its identity and where to answer it, no request.
 
-    Its answer still goes where the producer asked: the `reply_to` field, else the request's own
-    `reply_to` (the Python client and the documented raw form put it there only), read with the
-    same bounded, never-raising decoder and nothing else of the request kept.
+    It is answered `failed` like any task that names an id and a kind: identity and `reply_to` (the
+    entry's field, else the request's own, where the Python client and the documented raw form put
+    it) are read with the same bounded, never-raising decoder as any entry (an envelope names its
+    task in its headers), and nothing else of the request is kept.
     """
-    found = _identity(fields)
+    try:
+        found = _checked_identity(_decode_fields(fields), fields)
+    except Exception:  # the decoder never raises; a poisoned entry is dead-lettered whatever happens
+        found = _identity(fields)
     return Delivery(
         lane=lane, entry_id=entry_id, task_name=found.task_name, task_id=found.task_id, request=None,
         raw=dict(fields), deliveries=deliveries, enqueued_ms=_enqueued_ms(entry_id, fields),
-        reply_to=_reply_to(fields, _request_of(fields)), poisoned=True,
+        reply_to=_reply_to(fields, found.request), poisoned=True,
     )
-
-
-def _request_of(fields: RawFields) -> dict[str, Any] | None:
-    try:
-        return _decode_fields(fields).request
-    except Exception:  # the decoder never raises; a poisoned entry is dead-lettered whatever happens
-        return None
 
 
 def _readable(part: bytes) -> str | dict[str, str]:

@@ -3,17 +3,24 @@
 One thread runs `Fetcher.loop`: every `claim_idle_ms / 3` it restarts the idle clock of what it holds,
 takes over stale entries of dead peers and removes departed consumers; otherwise it reads new entries
 (one XREADGROUP for many) while it holds less than three batches per lane, and beats its heartbeat.
-A Redis error is ridden out with exponential backoff (logged, never fatal), and `redis_ok` tells the
-readiness probe whether the last round trip succeeded.
+A Redis error is ridden out with exponential backoff (logged, never fatal): a worker started before
+its Redis, or whose Redis restarts, waits and carries on. `Reachability` tells the readiness probe
+whether the last round trip of any loop reached a Redis it can work with.
+
+Out of memory (`maxmemory`, `noeviction`), Redis refuses the heartbeat's HSET and XGROUP CREATE even for
+a group that exists; neither stops the loop. Reading (XREADGROUP), taking over (XAUTOCLAIM) and the
+FINISH script (`allow-oom`) still run, and finishing deletes lane entries: working on is how a worker
+frees memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 import redis
 
@@ -21,7 +28,7 @@ from contracts.wire import LANES, Lane
 from worker import metrics
 from worker.config import Settings
 from worker.entries import Delivery
-from worker.ingress import Ingress
+from worker.ingress import Ingress, heartbeat_ttl_s
 from worker.logging import get_logger
 from worker.outcomes import Publisher
 
@@ -30,6 +37,8 @@ log = get_logger("fetching")
 # XREADGROUP blocks at most this long, so a stop request is noticed within it; a task that
 # arrives meanwhile ends the wait at once, so it costs no latency.
 FETCH_BLOCK_MS: Final = 200
+# The longest gap between heartbeats; shorter where claim_idle_ms is, so that the heartbeat of a dead
+# worker is gone (`ingress.heartbeat_ttl_s`) by the time its tasks are taken over.
 HEARTBEAT_S: Final = 5.0
 # Back-off after a Redis error: doubling from the first to the last, so an outage neither spins the
 # CPU nor floods the log, and a restart 3 s long is noticed within a second or two.
@@ -39,24 +48,59 @@ BACKOFF_MAX_S: Final = 5.0
 Fetched = tuple[float, list[Delivery]]
 
 
+def heartbeat_interval_s(settings: Settings) -> float:
+    """Seconds between heartbeats: three per heartbeat lifetime."""
+    return min(HEARTBEAT_S, heartbeat_ttl_s(settings) / 3.0)
+
+
+def redis_detail(exc: Exception) -> str:
+    """Redis' own error text, for a log line: it names a command or a state, never a payload.
+
+    redis-py puts the failed command of a pipeline, arguments and all, in front of it ("Command # 3
+    (EVALSHA ... ) of pipeline caused error: ..."); those arguments may be a task's fields, so they go.
+    """
+    text = str(exc)
+    _, annotated, error = text.partition(" of pipeline caused error: ")
+    return (error if annotated else text)[:200]
+
+
+class Reachability:
+    """Whether the last Redis round trip of any of a worker's loops reached a Redis it can work with.
+
+    What /readyz reports besides the models. Down, restarting, loading its data, read-only after a
+    failover, refusing the worker's credentials: not ready. Out of memory still is: reading, taking
+    over and finishing run on a full server, and finishing is what frees it.
+    """
+
+    def __init__(self) -> None:
+        self.ok = False
+
+    def answered(self) -> None:
+        self.ok = True
+
+    def failed(self, exc: Exception) -> None:
+        self.ok = isinstance(exc, redis.OutOfMemoryError)
+
+
 class Backoff:
     """Exponential back-off between failed Redis round trips, logged with the attempt number."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, logger: Any = None) -> None:
         self.what = what
         self.failures = 0
+        self._log = logger if logger is not None else log
 
-    def failed(self, exc: Exception, stop: threading.Event) -> None:
+    def failed(self, exc: Exception) -> float:
+        """Log the failure; returns how long to wait before the next attempt."""
         self.failures += 1
         wait_s = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1))
-        # Redis's own error text names a command or a state, never a payload.
-        log.warning(f"{self.what}.redis_error", error=type(exc).__name__, detail=str(exc)[:200],
-                    attempt=self.failures, retry_in_s=wait_s)
-        stop.wait(wait_s)
+        self._log.warning(f"{self.what}.redis_error", error=type(exc).__name__, detail=redis_detail(exc),
+                          attempt=self.failures, retry_in_s=wait_s)
+        return float(wait_s)
 
     def succeeded(self) -> None:
         if self.failures:
-            log.info(f"{self.what}.redis_recovered", after_attempts=self.failures)
+            self._log.info(f"{self.what}.redis_recovered", after_attempts=self.failures)
         self.failures = 0
 
 
@@ -115,14 +159,20 @@ class Fetcher:
     """The fetch loop of one worker: reads, takes over, beats; hands each group to `handoff`."""
 
     def __init__(self, ingress: Ingress, publisher: Publisher, settings: Settings, holdings: Holdings,
-                 handoff: queue.Queue[Fetched], heartbeat: Callable[[], None]) -> None:
+                 handoff: queue.Queue[Fetched], heartbeat: Callable[[], None],
+                 reach: Reachability | None = None) -> None:
         self._ingress, self._publisher, self._settings = ingress, publisher, settings
         self.holdings = holdings
         self._handoff = handoff
         self._heartbeat = heartbeat
+        self.reach = reach if reach is not None else Reachability()
         self.stop = threading.Event()
-        self.redis_ok = False
         self.turned = time.monotonic()
+        self._beats_refused = 0
+
+    @property
+    def redis_ok(self) -> bool:
+        return self.reach.ok
 
     def loop(self) -> None:
         backoff = Backoff("fetch")
@@ -133,20 +183,37 @@ class Fetcher:
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + self._settings.claim_idle_ms / 3000.0
                     self._maintain()
-                    self.redis_ok = True  # before the beat: the first one after a start or an outage says ready
+                    self.reach.answered()  # before the beat: the first one after a start or an outage says ready
                 if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + HEARTBEAT_S
-                    self._heartbeat()
+                    next_beat = time.monotonic() + heartbeat_interval_s(self._settings)
+                    self._beat()
                 self._fetch_once()
             except redis.RedisError as exc:
-                self.redis_ok = False
-                backoff.failed(exc, self.stop)
+                self.reach.failed(exc)
+                self.stop.wait(backoff.failed(exc))
                 continue
-            self.redis_ok = True
+            self.reach.answered()
             backoff.succeeded()
 
+    def _beat(self) -> None:
+        try:
+            self._heartbeat()
+        except redis.OutOfMemoryError as exc:
+            # HSET is refused on a full server (the pipeline's EXPIRE still kept the heartbeat alive);
+            # fetching and finishing go on, and finishing is what frees memory. Tried again next beat.
+            self._beats_refused += 1
+            log.warning("heartbeat.refused", error=type(exc).__name__, detail=redis_detail(exc),
+                        attempt=self._beats_refused)
+            return
+        if self._beats_refused:
+            log.info("heartbeat.recovered", after_attempts=self._beats_refused)
+            self._beats_refused = 0
+
     def _maintain(self) -> None:
-        self._ingress.ensure_groups()
+        # XGROUP CREATE is refused on a full server even when the groups exist; a read that finds one
+        # missing recreates it (`Ingress.fetch`), so taking over and clean-up go on regardless.
+        with contextlib.suppress(redis.OutOfMemoryError):
+            self._ingress.ensure_groups()
         held = self.holdings.all()
         if held:
             self._ingress.touch(held)

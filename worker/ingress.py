@@ -14,6 +14,7 @@ dead-letter stream with only its identity and where to answer it read (`entries.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -31,8 +32,17 @@ from worker.logging import get_logger
 
 log = get_logger("ingress")
 
-# Heartbeat lifetime: a worker missing three beats (every 5 s) has gone.
+# Longest heartbeat lifetime: a worker missing three beats (every 5 s at most) has gone.
 HEARTBEAT_TTL_S: Final = 15
+
+
+def heartbeat_ttl_s(settings: Settings) -> int:
+    """Heartbeat lifetime: `claim_idle_ms` (whole seconds, 2 to HEARTBEAT_TTL_S).
+
+    So a killed worker's heartbeat has expired by about when its tasks are taken over, and the
+    consumer it leaves behind is removed from the group soon after (`remove_departed`).
+    """
+    return max(2, min(HEARTBEAT_TTL_S, math.ceil(settings.claim_idle_ms / 1000.0)))
 
 
 def _text(value: Any) -> str:
@@ -186,9 +196,12 @@ class Ingress:
         return found
 
     def _quiet(self, consumer: dict[str, Any]) -> bool:
-        # `inactive` (Redis 7.2+) is the time since the last successful read; `idle` exists everywhere.
-        quiet_ms = consumer.get("inactive", consumer.get("idle", 0))
-        return int(quiet_ms) > self._settings.claim_idle_ms
+        # `inactive` (Redis 7.2+) is the time since the last successful read, -1 for a consumer that
+        # never read anything from this lane (a worker reads every lane at once, so most lanes of a
+        # quiet one); `idle`, since its last attempt, exists everywhere.
+        inactive = int(consumer.get("inactive", -1))
+        quiet_ms = inactive if inactive >= 0 else int(consumer.get("idle", 0))
+        return quiet_ms > self._settings.claim_idle_ms
 
     def beat(self, kinds: Sequence[str], ready: bool, started_ms: float) -> dict[str, int]:
         """Refresh this worker's heartbeat hash (a worker missing three beats has gone); lane depths."""
@@ -199,7 +212,7 @@ class Ingress:
             "lanes": ",".join(self._settings.lanes), "ready": "1" if ready else "0",
             "started_ms": str(int(started_ms)), "beat_ms": str(int(time.time() * 1000)),
         })
-        pipe.expire(key, HEARTBEAT_TTL_S)
+        pipe.expire(key, heartbeat_ttl_s(self._settings))
         for lane in LANES:
             pipe.xlen(queue_stream(lane))
         replies = pipe.execute()

@@ -1,7 +1,8 @@
 """Every Redis key the worker and its producers touch, and every Lua script, as named functions.
 
 Key names build on the wire vocabulary of `contracts.wire` (lane streams, result streams, the
-dead-letter stream), adding the worker's own: the consumer group, exactly-once markers, heartbeats.
+dead-letter stream), adding the worker's own: the consumer group, exactly-once markers, heartbeats,
+and the replay markers of signed entries (`worker.signing`).
 Each script makes one stream operation a single atomic step on the server; the functions below take
 keyword arguments and build the script's KEYS and ARGV in one place.
 
@@ -14,6 +15,7 @@ way out of it; without the flag the marker's SET was refused and the XDEL that f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -37,6 +39,7 @@ __all__ = [
     "FIELD_PRIOR_DELIVERIES",
     "done_key",
     "queue_stream",
+    "replay_key",
     "results_stream",
     "worker_key",
 ]
@@ -44,6 +47,8 @@ __all__ = [
 CONSUMER_GROUP: Final = "inferq-workers"
 DONE_PREFIX: Final = KEY_PREFIX + "done:"
 WORKER_PREFIX: Final = KEY_PREFIX + "worker:"
+REPLAY_PREFIX: Final = KEY_PREFIX + "sig:"
+_SIG_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
 # Set on a copy put back at a graceful stop, so that its queue time and delivery count carry over.
 FIELD_ORIGIN: Final = "origin"  # entry id of the first copy
@@ -58,6 +63,13 @@ def done_key(task_id: str) -> str:
 def worker_key(name: str) -> str:
     """Heartbeat hash of one worker."""
     return WORKER_PREFIX + name
+
+
+def replay_key(sig_hex: str) -> str:
+    """Marker that remembers an accepted entry signature (`inferq:sig:{sig}`), holding the entry that carried it."""
+    if not _SIG_HEX.fullmatch(sig_hex):
+        raise ValueError("a signature is 64 lower-case hex digits")
+    return REPLAY_PREFIX + sig_hex
 
 
 def lane_streams() -> list[str]:
@@ -160,6 +172,12 @@ def enqueue_script(host: ScriptHost) -> ScriptRunner:
 # pending, and every retry of the publisher failing the same way (`Publisher` dead-letters it).
 _FINISH: Final = f"""#!lua flags=allow-oom
 local posted = 0
+if #ARGV > 9 then
+  local found = redis.call('TYPE', KEYS[4])['ok']
+  if found ~= 'none' and found ~= 'stream' then
+    return -2
+  end
+end
 if ARGV[3] ~= '' then
   local found = redis.call('TYPE', KEYS[3])['ok']
   if found ~= 'none' and found ~= 'stream' then
@@ -175,7 +193,12 @@ if ARGV[3] ~= '' then
   end
 end
 if #ARGV > 9 then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', unpack(ARGV, 10))
+  -- Only while the entry is still pending: a copy that another delivery already finished (a worker
+  -- stalled past a takeover, a retried script whose reply was lost) adds no second dead letter.
+  local held = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+  if type(held) == 'table' and held[1] then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', unpack(ARGV, 10))
+  end
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
@@ -185,6 +208,10 @@ return posted
 
 # FINISH's reply when the result stream named is a key of another type; nothing was written.
 NOT_A_STREAM: Final = -1
+# FINISH's reply when the dead-letter stream is a key of another type: nothing was written and the
+# entry stays pending (its raw bytes must not be lost); the worker logs it at error level until an
+# operator moves that key away. The other outcomes of the chunk are written.
+DEADLETTER_NOT_A_STREAM: Final = -2
 
 
 class Scripts:
@@ -193,6 +220,8 @@ class Scripts:
     def __init__(self, host: ScriptHost) -> None:
         self._finish: ScriptRunner = host.register_script(_FINISH)
         self._requeue: ScriptRunner = host.register_script(_REQUEUE)
+        self._requeue_signed: ScriptRunner = host.register_script(_REQUEUE_SIGNED)
+        self._check_replays: ScriptRunner = host.register_script(_CHECK_REPLAYS)
         self._touch: ScriptRunner = host.register_script(_TOUCH)
 
     def finish(
@@ -226,6 +255,28 @@ class Scripts:
         """Append a copy of an unstarted entry (`fields`, flat pairs) and ack and delete the original."""
         self._requeue(keys=[queue_stream(lane)], args=[CONSUMER_GROUP, entry_id, *fields], client=pipe)
 
+    def requeue_signed(
+        self, pipe: Any, *, lane: str, entry_id: str, replay: str, marker: str, replay_ttl_ms: int,
+        fields: Sequence[str | bytes],
+    ) -> None:
+        """`requeue` for a signed entry: only when its signature's replay marker (`replay`, a
+        `replay_key`) is free or already holds `marker` (this entry); nil, nothing done, when it is a replay."""
+        self._requeue_signed(keys=[queue_stream(lane), replay],
+                             args=[CONSUMER_GROUP, entry_id, marker, replay_ttl_ms, *fields], client=pipe)
+
+    def check_replays(self, client: Any, *, markers: Sequence[tuple[str, str]], replay_ttl_ms: int) -> list[bool]:
+        """Record accepted signatures, (`replay_key`, entry marker) pairs, in one step; which were replays.
+
+        A marker is set where it is free (expiring after `replay_ttl_ms`) and left where it holds the same
+        entry (a redelivery); one holding another entry makes that signature's entry a replay.
+        """
+        if not markers:
+            return []
+        keys = [key for key, _ in markers]
+        replies = self._check_replays(keys=keys, args=[replay_ttl_ms, *(marker for _, marker in markers)],
+                                      client=client)
+        return [int(reply) == 1 for reply in replies]
+
     def touch(self, pipe: Any, *, lane: str, consumer: str, entry_ids: Sequence[str]) -> None:
         """Restart the idle clock of the entries `consumer` still holds; replies how many it held."""
         self._touch(keys=[queue_stream(lane)], args=[CONSUMER_GROUP, consumer, *entry_ids], client=pipe)
@@ -234,12 +285,55 @@ class Scripts:
 # KEYS: lane stream
 # ARGV: group, entry id, then the copy's field/value pairs
 # Returns the copy's entry id. The copy is appended, so any worker's next read takes it at once
-# instead of waiting for the claim idle time to pass.
+# instead of waiting for the claim idle time to pass. Only an entry still pending is copied: a retry
+# after a connection dropped with the first attempt applied returns nil and adds no second copy.
 _REQUEUE: Final = """#!lua flags=allow-oom
+if not redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)[1] then
+  return false
+end
 local copy = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return copy
+"""
+
+# KEYS: lane stream, replay marker of the entry's signature (`replay_key`)
+# ARGV: group, entry id, marker value (lane and entry id), marker ttl (ms), then the copy's field/value pairs
+# REQUEUE for a signed entry that the worker re-signs: the copy carries a new signature, so the old one's
+# replay check happens here, in the same step (SET NX GET, as the preparer does it). A marker that holds
+# another entry makes this entry a replay: nothing is copied or acked, and it stays pending, so that a
+# peer claims it and refuses it `replayed`. Returns the copy's entry id, or nil for a replay.
+_REQUEUE_SIGNED: Final = """#!lua flags=allow-oom
+if not redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)[1] then
+  return false
+end
+local held = redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4], 'GET')
+if held and held ~= ARGV[3] then
+  return false
+end
+local copy = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 5))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return copy
+"""
+
+# KEYS: the replay markers (`replay_key`) of signatures a worker accepted
+# ARGV: marker ttl (ms), then each marker's value (lane and entry id), in KEYS order
+# Returns, per key, 1 when the marker already holds another entry (a replay), else 0 (set now, or holding
+# this very entry: a redelivery). One script rather than a pipeline of SETs: a fetched group of 256 costs
+# one command to send and parse (0.8 ms against 2.9 ms), and `allow-oom` lets a full server still take
+# the small markers of the entries whose answers will free it.
+_CHECK_REPLAYS: Final = """#!lua flags=allow-oom
+local replayed = {}
+for i = 1, #KEYS do
+  local held = redis.call('SET', KEYS[i], ARGV[i + 1], 'NX', 'PX', ARGV[1], 'GET')
+  if held and held ~= ARGV[i + 1] then
+    replayed[i] = 1
+  else
+    replayed[i] = 0
+  end
+end
+return replayed
 """
 
 # KEYS: lane stream

@@ -47,4 +47,6 @@ COMPUTE: Final = Histogram("inferq_compute_seconds", "Model time per batch", ["k
 TOTAL: Final = Histogram("inferq_task_seconds", "Enqueue to result posted", ["kind", "status"], buckets=_TIME_BUCKETS)
 LANE_DEPTH: Final = Gauge("inferq_lane_depth", "Entries in a lane stream (waiting and in flight)", ["lane"])
 HELD: Final = Gauge("inferq_worker_held_tasks", "Tasks this worker fetched and has not answered yet", ["lane"])
-READY: Final = Gauge("inferq_worker_ready", "1 once models are loaded and warmed up, 0 while stopping")
+READY: Final = Gauge(
+    "inferq_worker_ready", "1 once models are warm and Redis answers; 0 while Redis is unreachable or stopping"
+)

@@ -20,8 +20,17 @@ from contracts import ErrorCode, TaskResultMessage, Timings
 from contracts.wire import DEADLETTER_STREAM, RESULTS_PREFIX
 from worker.config import Settings
 from worker.entries import Delivery, raw_json
-from worker.keys import FIELD_ORIGIN, FIELD_PRIOR_DELIVERIES, NOT_A_STREAM, Scripts, done_key
+from worker.keys import (
+    DEADLETTER_NOT_A_STREAM,
+    FIELD_ORIGIN,
+    FIELD_PRIOR_DELIVERIES,
+    NOT_A_STREAM,
+    Scripts,
+    done_key,
+    replay_key,
+)
 from worker.logging import bind_task, get_logger
+from worker.signing import SignatureGate, replay_marker
 
 log = get_logger("outcomes")
 
@@ -95,12 +104,16 @@ def deadletter_fields(letter: DeadLetter) -> list[str]:
     return [part for pair in fields.items() for part in pair]
 
 
-def _requeue_fields(delivery: Delivery) -> list[bytes]:
+def _requeue_fields(delivery: Delivery) -> dict[bytes, bytes]:
     origin, prior = FIELD_ORIGIN.encode(), FIELD_PRIOR_DELIVERIES.encode()
     fields = {name: value for name, value in delivery.raw.items() if name not in (origin, prior)}
     fields[origin] = delivery.raw.get(origin, delivery.entry_id.encode())
     # This delivery never started, so it does not count towards the dead-letter rule.
     fields[prior] = str(max(0, delivery.deliveries - 1)).encode()
+    return fields
+
+
+def _flat(fields: dict[bytes, bytes]) -> list[bytes]:
     return [part for pair in fields.items() for part in pair]
 
 
@@ -111,6 +124,9 @@ class Publisher:
         self._client = client
         self._settings = settings
         self._scripts = Scripts(client)
+        # Signed entries (None: signing off): the preparer checks fetched entries with it, and `requeue`
+        # re-signs the copies it puts back.
+        self.signatures = SignatureGate.from_settings(client, settings)
 
     def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Write `outcomes` in one round trip, each atomic on its own; whether each posted a new result.
@@ -126,6 +142,9 @@ class Publisher:
             letters = [_unpostable(outcomes[index]) for index in unpostable]
             for index, reply in zip(unpostable, self._execute(letters), strict=True):
                 replies[index] = int(reply)
+        broken = sum(reply == DEADLETTER_NOT_A_STREAM for reply in replies)
+        if broken:
+            log.error("deadletter.not_a_stream", key=DEADLETTER_STREAM, left_pending=broken)
         return [reply == 1 for reply in replies]
 
     def _execute(self, outcomes: Sequence[Outcome]) -> list[Any]:
@@ -171,14 +190,36 @@ class Publisher:
         Each entry is copied (with its original enqueue time and its delivery count so far, this
         unstarted delivery not counted) and the original acked and deleted, atomically per entry.
         Returns the copies' entry ids.
+
+        With signing on, a copy is re-signed with this worker's key, and only when the entry would be
+        accepted: its signature checked here and its replay marker in the same script as the copy. An
+        entry that would be refused is not copied; it stays pending, and a peer claims and refuses it.
         """
         if not deliveries:
             return []
         pipe = self._client.pipeline(transaction=False)
         for delivery in deliveries:
-            self._scripts.requeue(pipe, lane=delivery.lane, entry_id=delivery.entry_id,
-                                  fields=_requeue_fields(delivery))
-        return [e.decode() if isinstance(e, bytes) else str(e) for e in pipe.execute()]
+            fields = _requeue_fields(delivery)
+            gate = self.signatures
+            if gate is None:
+                self._scripts.requeue(pipe, lane=delivery.lane, entry_id=delivery.entry_id, fields=_flat(fields))
+                continue
+            verdict = gate.verdict(delivery)
+            if verdict.code is not None:
+                continue
+            copy = _flat(gate.resigned(fields))
+            if verdict.sig is None:  # unsigned, accepted while signatures are not required
+                self._scripts.requeue(pipe, lane=delivery.lane, entry_id=delivery.entry_id, fields=copy)
+            else:
+                self._scripts.requeue_signed(
+                    pipe, lane=delivery.lane, entry_id=delivery.entry_id, replay=replay_key(verdict.sig),
+                    marker=replay_marker(delivery.lane, delivery.entry_id),
+                    replay_ttl_ms=gate.ring.replay_ttl_ms, fields=copy,
+                )
+        copies = [e.decode() if isinstance(e, bytes) else str(e) for e in pipe.execute() if e is not None]
+        if len(copies) < len(deliveries):
+            log.warning("requeue.refused_left_pending", count=len(deliveries) - len(copies))
+        return copies
 
 
 def _result_stream(outcome: Outcome) -> str | None:

@@ -1,13 +1,17 @@
 """Preparing: a fetched delivery becomes a queued job or an outcome, never an exception.
 
-In order: a poisoned delivery is dead-lettered; one without a usable id or task is dead-lettered
-(answered `invalid` where it still names a result stream); an id that already has its result is
-acked only; an undecodable request is answered `invalid`, a past deadline `expired`; a valid request
-goes through its kind's adapter to the engine's prepared input and waits for its batch.
+In order: with signing on (`worker.signing`), every delivery of a fetched group is checked first (one
+HMAC each, one round trip for the replay markers), and a refused one is answered `rejected` with its
+code, or dead-lettered, and goes no further; a poisoned delivery is dead-lettered; one without a
+usable id or task is dead-lettered (answered `invalid` where it still names a result stream); an id
+that already has its result is acked only; an undecodable request is answered `invalid`, a past
+deadline `expired`; a valid request goes through its kind's adapter to the engine's prepared input
+and waits for its batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,14 +19,15 @@ from dataclasses import dataclass
 import redis
 
 from contracts import ContractError, ErrorCode, TaskResultMessage, Timings, effective_deadline_ms, parse_request
-from contracts.errors import ROOT_FIELD, Problem
-from contracts.requests import Request
+from contracts.errors import DESCRIPTIONS, ROOT_FIELD, Problem
+from contracts.results import ErrorInfo, TaskStatus
 from contracts.wire import Kind
 from engine.errors import InputError
 from worker.adapters import KindAdapter, Prepared
 from worker.entries import Delivery
 from worker.logging import bind_task, get_logger
 from worker.outcomes import AckOnly, Answer, DeadLetter, Outcome, Publisher
+from worker.signing import SignatureGate
 
 log = get_logger("preparing")
 
@@ -33,14 +38,20 @@ def now_ms() -> float:
 
 @dataclass
 class Job:
-    """A decoded, validated and prepared task waiting for its batch."""
+    """A validated and prepared task waiting for its batch.
+
+    It keeps the entry's raw fields (a graceful stop puts them back) and the engine's prepared input,
+    not the decoded or validated request: for a 4,096-event history those are several MB of Python
+    objects, and a worker holds up to three batches of jobs per lane.
+    """
 
     delivery: Delivery
     kind: Kind
-    request: Request
+    tenant: str
     prepared: Prepared
     stream: str
     task_id: str
+    explain: bool = False  # the request asked for the result's explanation (triage)
 
 
 def unqueued(delivery: Delivery) -> Timings:
@@ -57,8 +68,14 @@ def answer_expired(delivery: Delivery, kind: Kind, stream: str) -> Answer:
     return Answer(delivery, message, stream)
 
 
+def _logged_field(error: ContractError) -> str | None:
+    """The refused field's path, for the log: the contract's names and indices, never the producer's
+    text (the path of an unknown field ends in the request's own key, which may be any part of it)."""
+    return None if error.code is ErrorCode.UNKNOWN_FIELD else error.field[:200]
+
+
 def _answer_invalid(delivery: Delivery, kind: Kind, stream: str, error: ContractError) -> Answer:
-    log.info("task.invalid", code=error.code.value, field=error.field)
+    log.info("task.invalid", code=error.code.value, field=_logged_field(error))
     message = TaskResultMessage.invalid(
         str(delivery.task_id), kind, error, timings=unqueued(delivery), finished_at=int(now_ms())
     )
@@ -73,6 +90,25 @@ def _answer_failed(delivery: Delivery, kind: Kind, stream: str, code: ErrorCode,
     return Answer(delivery, message, stream)
 
 
+def refusal(delivery: Delivery, code: ErrorCode) -> Outcome:
+    """The outcome of a delivery whose signature is refused; nothing of its request is used.
+
+    Answered `rejected` with `code` where the entry names a task id and a kind. A replay is
+    dead-lettered without an answer: its task id is that of the entry first accepted with the same
+    signature, whose own result must not be pre-empted. The rest have nowhere to be answered.
+    """
+    log.warning("task.refused", code=code.value)
+    text = DESCRIPTIONS[code]
+    kind, stream, task_id = delivery.kind, delivery.result_stream, delivery.task_id
+    if code is ErrorCode.REPLAYED or kind is None or stream is None or task_id is None:
+        return DeadLetter(delivery, code, text, answer=False)
+    message = TaskResultMessage.failure(
+        task_id, kind, TaskStatus.REJECTED, ErrorInfo(code=code, message=text),
+        timings=unqueued(delivery), finished_at=int(now_ms()),
+    )
+    return Answer(delivery, message, stream)
+
+
 Emit = Callable[[Outcome], None]
 Queue = Callable[[Job, float, float | None], None]  # job, fetched at (epoch ms), deadline (epoch ms)
 Release = Callable[[Sequence[Delivery]], None]
@@ -82,12 +118,15 @@ class Preparer:
     """Turns fetched deliveries into jobs (handed to `queue`) or outcomes (handed to `emit`)."""
 
     def __init__(self, adapters: Mapping[Kind, KindAdapter], publisher: Publisher,
-                 emit: Emit, queue: Queue, release: Release) -> None:
+                 emit: Emit, queue: Queue, release: Release, signatures: SignatureGate | None = None) -> None:
         self._adapters = adapters
         self._publisher = publisher
         self._emit, self._queue, self._release = emit, queue, release
+        # The publisher's gate unless given one: both read the worker's settings.
+        self._signatures = signatures if signatures is not None else publisher.signatures
 
     def prepare_all(self, deliveries: Sequence[Delivery], fetched_ms: float) -> None:
+        deliveries = self._signed(deliveries)
         answered = self._answered(deliveries)
         for delivery in deliveries:
             with bind_task(delivery.task_id or "", delivery.kind, delivery.lane):
@@ -96,6 +135,28 @@ class Preparer:
                     self._emit(AckOnly(delivery))
                 else:
                     self._prepare_one(delivery, fetched_ms)
+
+    def _signed(self, deliveries: Sequence[Delivery]) -> Sequence[Delivery]:
+        """The deliveries whose signatures are accepted; the others' refusals are emitted here."""
+        gate = self._signatures
+        if gate is None or not deliveries:
+            return deliveries
+        try:
+            codes = gate.check(deliveries)
+        except redis.RedisError as exc:
+            # Replays cannot be told apart now: all stay pending, to be claimed and checked again
+            # after claim_idle_ms (the fetcher and the publisher ride out the same outage).
+            log.warning("signatures.redis_error", error=type(exc).__name__, count=len(deliveries))
+            self._release(deliveries)
+            return []
+        accepted: list[Delivery] = []
+        for delivery, code in zip(deliveries, codes, strict=True):
+            if code is None:
+                accepted.append(delivery)
+                continue
+            with bind_task(delivery.task_id or "", delivery.kind, delivery.lane):
+                self._emit(refusal(delivery, code))
+        return accepted
 
     def _answered(self, deliveries: Sequence[Delivery]) -> set[str]:
         try:
@@ -147,5 +208,7 @@ class Preparer:
             log.error("task.prepare_crashed", error=type(exc).__name__)  # no message: it may quote the input
             self._emit(_answer_failed(delivery, kind, stream, ErrorCode.INTERNAL_ERROR, "preparing the input failed"))
             return
-        self._queue(Job(delivery, kind, request, prepared, stream, task_id), fetched_ms,
+        job = Job(dataclasses.replace(delivery, request=None), kind, request.tenant, prepared, stream, task_id,
+                  explain=bool(getattr(request, "explain", False)))
+        self._queue(job, fetched_ms,
                     float(deadline) if deadline is not None else None)

@@ -1,7 +1,10 @@
 """Publishing: outcomes, in chunks, through the atomic FINISH script, retried while Redis fails.
 
-Nothing is lost while Redis is away: an outcome's entry stays pending until its FINISH ran (a peer
-takes it over if this worker dies meanwhile).
+Nothing is lost while Redis is away or full: an outcome's entry stays pending until its FINISH ran (a
+peer takes it over if this worker dies meanwhile). Each FINISH in a chunk runs on its own, so one that
+fails does not hold back the others, and a retried one that already ran only acks. While running, a
+chunk is retried for as long as it takes; once the worker drains, until the drain's deadline, after
+which the chunk is abandoned (its entries stay pending for a peer) and the drain counts as failed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import redis
 
 from worker import metrics
 from worker.config import Settings
-from worker.fetching import Backoff, Holdings
+from worker.fetching import Backoff, Holdings, Reachability
 from worker.logging import bind_task, get_logger
 from worker.outcomes import AckOnly, Answer, DeadLetter, Outcome, Publisher
 
@@ -31,7 +34,7 @@ class PublishLoop:
 
     def __init__(self, publisher: Publisher, outcomes: queue.Queue[Outcome | None], settings: Settings,
                  holdings: Holdings, turn: Callable[[], None], stopping: threading.Event,
-                 idle_turn_s: float) -> None:
+                 idle_turn_s: float, reach: Reachability | None = None) -> None:
         self._publisher = publisher
         self._outcomes = outcomes
         self._settings = settings
@@ -39,6 +42,14 @@ class PublishLoop:
         self._turn = turn
         self._stopping = stopping
         self._idle_turn_s = idle_turn_s
+        self._reach = reach if reach is not None else Reachability()
+        # Set by the drain (`give_up_by`): past it, a chunk Redis does not take is abandoned.
+        self._give_up_at: float | None = None
+        self.abandoned = 0  # outcomes abandoned that way: their entries are still pending
+
+    def give_up_by(self, deadline: float) -> None:
+        """Draining: stop retrying at `deadline` (time.monotonic()); call before setting `stopping`."""
+        self._give_up_at = deadline
 
     def loop(self) -> None:
         closing = False
@@ -69,19 +80,30 @@ class PublishLoop:
 
     def _publish_chunk(self, chunk: Sequence[Outcome]) -> None:
         """Write a chunk of outcomes, retrying with back-off while Redis fails; once the worker is
-        stopping, it gives up after drain_timeout_s and the entries stay pending."""
-        backoff = Backoff("publish")
-        deadline = time.monotonic() + self._settings.drain_timeout_s
+        draining, it gives up at the drain's deadline and the entries stay pending."""
+        backoff = Backoff("publish", log)
         while True:
             self._turn()
             try:
                 posted = self._publisher.finish_many(chunk)
                 break
             except redis.RedisError as exc:
-                if self._stopping.is_set() and time.monotonic() > deadline:
-                    log.error("publish.given_up", count=len(chunk))
+                self._reach.failed(exc)
+                wait_s = backoff.failed(exc)
+                give_up_at = self._give_up_at
+                if give_up_at is None:
+                    if not self._stopping.is_set():
+                        self._stopping.wait(wait_s)  # a drain that starts meanwhile sets its deadline first
+                    else:
+                        time.sleep(wait_s)
+                    continue
+                left_s = give_up_at - time.monotonic()
+                if left_s <= 0:
+                    self.abandoned += len(chunk)
+                    log.error("publish.given_up", count=len(chunk), error=type(exc).__name__)
                     return
-                backoff.failed(exc, threading.Event())
+                time.sleep(min(wait_s, left_s))
+        self._reach.answered()
         backoff.succeeded()
         _count(chunk, posted)
         self._holdings.release([o.delivery for o in chunk])

@@ -32,7 +32,7 @@ from worker.computing import BatchComputer
 from worker.config import Settings
 from worker.connection import redis_client
 from worker.errors import ConfigurationError
-from worker.fetching import Fetched, Fetcher, Holdings
+from worker.fetching import Backoff, Fetched, Fetcher, Holdings, Reachability
 from worker.health import HealthServer
 from worker.ingress import Ingress
 from worker.logging import bind_task, get_logger
@@ -45,6 +45,8 @@ log = get_logger("runtime")
 
 # An idle loop wakes this often, so it keeps turning for the liveness probe.
 IDLE_TURN_S: Final = 0.5
+# How long after the drain deadline the publisher, which gives up at that deadline, may take to end.
+PUBLISH_GRACE_S: Final = 0.25
 # A loop that has not turned for this long is hung: /livez fails and the orchestrator restarts the
 # process. Far above one batch (seconds on a CPU) and the client's 30 s socket timeout.
 LOOP_STALL_S: Final = 120.0
@@ -80,7 +82,11 @@ class WorkerRuntime:
         self._fetched: queue.Queue[Fetched] = queue.Queue(maxsize=4)
         self._outcomes: queue.Queue[Outcome | None] = queue.Queue()
         self._holdings = Holdings(settings)
-        self._fetcher = Fetcher(self._ingress, self._publisher, settings, self._holdings, self._fetched, self._beat)
+        self._reach = Reachability()
+        self._fetcher = Fetcher(self._ingress, self._publisher, settings, self._holdings, self._fetched, self._beat,
+                                self._reach)
+        self._publish_loop = PublishLoop(self._publisher, self._outcomes, settings, self._holdings, self._turn,
+                                         self._fetcher.stop, IDLE_TURN_S, self._reach)
         self._turns = Turns(settings)
         self._scheduler: LaneScheduler[Job] = LaneScheduler.for_kinds(
             settings.kinds, lane_limits(settings), settings.batch_every
@@ -116,8 +122,7 @@ class WorkerRuntime:
         # a full collection no longer walks it. Unfrozen, one such collection stalled every thread
         # for ~200 ms: realtime fraud p99 205-218 ms against 10-11 ms frozen (100 tasks/s).
         gc.freeze()
-        self._spawn("inferq-publisher", PublishLoop(self._publisher, self._outcomes, self.settings, self._holdings,
-                                                    self._turn, self._fetcher.stop, IDLE_TURN_S).loop)
+        self._spawn("inferq-publisher", self._publish_loop.loop)
         self._spawn("inferq-inference", self._inference_loop)
         self._spawn("inferq-preparer", self._prepare_loop)
         # Ready from here on (once the fetcher's first round trip succeeds), so its first heartbeat says so.
@@ -127,8 +132,8 @@ class WorkerRuntime:
 
     @property
     def ready(self) -> bool:
-        """Models warm, Redis answering, not stopping: what /readyz reports."""
-        ready = self._ready and self._fetcher.redis_ok and not self._fetcher.stop.is_set()
+        """Models warm, Redis reachable and usable (`Reachability`), not stopping: what /readyz reports."""
+        ready = self._ready and self._reach.ok and not self._fetcher.stop.is_set()
         metrics.READY.set(1 if ready else 0)
         return ready
 
@@ -159,21 +164,30 @@ class WorkerRuntime:
             return self.drained
 
     def _drain(self, deadline: float) -> bool:
+        """Stop fetching, finish the batch in hand, give back the rest, post; whether all of it
+        happened by `deadline`. What did not stays pending for this consumer, and a peer takes it
+        over after claim_idle_ms."""
         log.info("worker.stopping", worker=self.name)
         self._ready = False
+        self._publish_loop.give_up_by(deadline)
         self._fetcher.stop.set()
         self._join("inferq-fetcher", deadline)
         self._stop_prepare.set()
         self._join("inferq-preparer", deadline)
         self._turns.stop()
         finished = self._join("inferq-inference", deadline)
-        self._requeue_unstarted()
+        requeued = self._requeue_unstarted(deadline)
         self._outcomes.put(None)
-        posted = self._join("inferq-publisher", deadline)
-        log.info("worker.stopped", worker=self.name, drained=finished and posted)
-        return finished and posted
+        # The publisher gives up at the deadline itself; the grace lets it finish saying so.
+        posted = self._join("inferq-publisher", deadline + PUBLISH_GRACE_S) and not self._publish_loop.abandoned
+        drained = finished and requeued and posted
+        (log.info if drained else log.error)(
+            "worker.stopped", worker=self.name, drained=drained, finished=finished, requeued=requeued, posted=posted,
+            abandoned=self._publish_loop.abandoned, held=len(self._holdings.all()))
+        return drained
 
-    def _requeue_unstarted(self) -> None:
+    def _requeue_unstarted(self, deadline: float) -> bool:
+        """Give back what was fetched and not started, retrying until `deadline`; whether it was."""
         with self._turns.lock:
             unstarted = [job.delivery for job in self._scheduler.drain()]
         while True:
@@ -182,16 +196,23 @@ class WorkerRuntime:
             except queue.Empty:
                 break
         if not unstarted:
-            return
-        try:
-            self._publisher.requeue(unstarted)
-        except redis.RedisError as exc:
-            # Still pending for this consumer: another worker claims them after claim_idle_ms.
-            log.warning("requeue.failed", count=len(unstarted), error=type(exc).__name__)
-            return
+            return True
+        backoff = Backoff("requeue", log)
+        while True:
+            try:
+                self._publisher.requeue(unstarted)
+                break
+            except redis.RedisError as exc:
+                wait_s = min(backoff.failed(exc), deadline - time.monotonic())
+                if wait_s <= 0:
+                    # Still pending for this consumer: another worker claims them after claim_idle_ms.
+                    log.error("requeue.given_up", count=len(unstarted), error=type(exc).__name__)
+                    return False
+                time.sleep(wait_s)
         metrics.REQUEUED.inc(len(unstarted))
         self._holdings.release(unstarted)
         log.info("worker.requeued", count=len(unstarted))
+        return True
 
     def _close(self) -> None:
         with contextlib.suppress(redis.RedisError):  # the heartbeat expires on its own

@@ -13,13 +13,16 @@ Choose it in either of two ways:
 * by name, with no import needed: `broker_url="redis://host:6379/0"` and
   `broker_transport="worker.transport:Transport"`.
 
-`producer_app()` returns a Celery app configured this way. Workers do not consume through
+`producer_app()` returns a Celery app configured this way. With `INFERQ_SIGNING_KEYS` set (in the
+channel's settings or the environment), each entry is signed (`worker.signing`) over exactly the
+fields written, when it is published. Workers do not consume through
 kombu: the inferq worker reads the lanes with `worker.ingress.Ingress` (consumer groups,
 batch fetch, claim of stale tasks), so this transport publishes and manages queues only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any, Final
@@ -48,6 +51,7 @@ from worker.entries import JSON_CONTENT_TYPE
 from worker.errors import ConfigurationError, Overloaded, ServerFull, UnknownLane
 from worker.ingress import ensure_group
 from worker.keys import EnqueueCall, enqueue_script
+from worker.signing import KeyRing, signed
 
 SCHEME: Final = "inferq"
 TRANSPORT_PATH: Final = f"{__name__}:Transport"
@@ -55,6 +59,16 @@ REPR_HEADERS: Final = ("argsrepr", "kwargsrepr")
 # Transport option holding the `Settings` a channel connects with (TLS, ACL user, lane limits);
 # `producer_app` sets it, and a channel without it reads the `INFERQ_*` environment.
 SETTINGS_OPTION: Final = "inferq_settings"
+# kombu pools connections by repr(transport_options), and Settings hides secrets in its repr: this
+# non-secret digest of the credentials and TLS files keeps two apps with other credentials apart.
+CREDENTIALS_OPTION: Final = "inferq_credentials"
+
+
+def credentials_fingerprint(settings: Settings) -> str:
+    password = settings.redis_password.get_secret_value() if settings.redis_password is not None else ""
+    parts = [settings.redis_username or "", password, str(settings.tls_ca_file), str(settings.tls_cert_file),
+             str(settings.tls_key_file), str(settings.tls_check_hostname)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 OMITTED: Final = "<omitted>"
 
 
@@ -150,6 +164,11 @@ class Channel(virtual.Channel):
         given = self._options.get(SETTINGS_OPTION)
         return given if isinstance(given, Settings) else Settings()
 
+    @cached_property
+    def signing(self) -> KeyRing | None:
+        """The key ring entries are signed with; None when signing is off."""
+        return KeyRing.from_settings(self.settings)
+
     @property
     def _options(self) -> dict[str, Any]:
         return dict(self.connection.client.transport_options or {})
@@ -188,7 +207,7 @@ class Channel(virtual.Channel):
         task_id = headers.get("id")
         if isinstance(task_id, str) and task_id:
             fields[FIELD_ID] = task_id
-        enqueue(self.client, lane, fields, self.queue_limits[lane])
+        enqueue(self.client, lane, signed(fields, self.signing), self.queue_limits[lane])
 
     def _get(self, queue: str, timeout: float | None = None) -> Any:
         raise ConsumeNotSupported("inferq lanes are consumed by `inferq worker`, not through kombu")
@@ -270,6 +289,6 @@ def producer_app(redis_url: str | None = None, settings: Settings | None = None)
         task_create_missing_queues=True,
         task_routes={name: {"queue": DEFAULT_LANE[kind]} for kind, name in TASK_NAMES.items()},
         # The channel connects with these settings (TLS files, ACL user, lane limits), not the environment's.
-        broker_transport_options={SETTINGS_OPTION: settings},
+        broker_transport_options={SETTINGS_OPTION: settings, CREDENTIALS_OPTION: credentials_fingerprint(settings)},
     )
     return app
