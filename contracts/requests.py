@@ -182,6 +182,9 @@ class TriageRequest(RequestBase):
     sex: Literal["F", "M", "X", "U"] | None = None
     vitals: Vitals | None = None
     arrival_mode: Literal["walk_in", "ems", "transfer", "police", "other"] | None = None
+    # Opt-in: the result then also carries needs_review, model_acuity, reasons and vitals_out_of_range.
+    # Off by default so that a v1 consumer that refuses unknown fields keeps working.
+    explain: bool = Field(False, description="add why: needs_review, model_acuity, reasons, vitals_out_of_range")
 
 
 class TransactionEvent(BaseModel):

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from contracts.errors import ContractError, ErrorCode
@@ -41,8 +49,43 @@ class ReasonCode(StrEnum):
     IMPOSSIBLE_TRAVEL = "impossible_travel"
 
 
+class SafetyReason(BaseModel):
+    """A clinical safety-net rule that fired: it requires at least `level`, found at [start, end) of the note."""
+
+    model_config = _CONFIG
+
+    rule: str = Field(min_length=1, max_length=64, description="rule id, e.g. B-thunderclap")
+    level: int = Field(ge=1, le=ACUITY_LEVELS, description="the least urgent level the rule allows")
+    decision_point: Literal["A", "B", "D"] = Field(description="ESI decision point the rule belongs to")
+    start: int | None = Field(None, ge=0, description="character offset of the matched span in the note")
+    end: int | None = Field(None, ge=0, description="end (exclusive) of the matched span")
+    vital: str | None = Field(None, description="for a vital-sign rule: the vital it read")
+
+
+class VitalOutOfRange(BaseModel):
+    """A vital sign in the danger zone for the patient's age."""
+
+    model_config = _CONFIG
+
+    vital: str
+    value: float = Field(allow_inf_nan=False)
+    threshold: float = Field(allow_inf_nan=False)
+    source: Literal["structured", "note"]
+    start: int | None = Field(None, ge=0, description="span in the note when read from its text")
+    end: int | None = Field(None, ge=0)
+
+
+# Present only when the request asked for them (`explain`); absent, not null, otherwise.
+EXPLAIN_FIELDS: Final = ("needs_review", "model_acuity", "reasons", "vitals_out_of_range")
+
+
 class TriageResult(BaseModel):
-    """Emergency severity index (1 most urgent) with the model's probability per level."""
+    """Emergency severity index (1 most urgent) with the model's probability per level.
+
+    `acuity` is the model's level raised, never lowered, by the clinical safety net. With `explain`
+    in the request the result also says why: `needs_review`, the model's own level, the safety-net
+    rules that fired and the vitals out of range.
+    """
 
     model_config = _CONFIG
 
@@ -50,6 +93,23 @@ class TriageResult(BaseModel):
     probabilities: list[float] = Field(min_length=ACUITY_LEVELS, max_length=ACUITY_LEVELS)
     truncated: bool = Field(description="true when part of the note was not read by the model")
     chunks: int = Field(ge=1, description="encoder windows the note was split into")
+    needs_review: bool | None = Field(
+        default=None,
+        description="the top probability is below the review threshold, or the safety net changed the level",
+    )
+    model_acuity: int | None = Field(
+        default=None, ge=1, le=ACUITY_LEVELS, description="the model's level before the net"
+    )
+    reasons: list[SafetyReason] | None = None
+    vitals_out_of_range: list[VitalOutOfRange] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_explanations(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in EXPLAIN_FIELDS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
     @field_validator("probabilities")
     @classmethod

@@ -36,6 +36,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from engine import triage_safety
 from engine.batching import BatchLimits, BatchPlan, plan_batch
 from engine.bert import BertForSequenceClassification, BertLayer
 from engine.device import pick_device
@@ -52,6 +53,7 @@ from engine.precision import (
 from engine.tokenizer import TextTokenizer
 from engine.triage_input import N_STRUCTURED, STRUCTURED_FEATURES, TriageInput, format_triage_text, structured_features
 from engine.triage_model import TriageClassifier, load_triage_classifier
+from engine.triage_safety import SafetyAssessment
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class PreparedTriage:
 
     chunks: list[list[int]]
     structured: list[float] | None = None  # the fusion model's numeric input; None for text-only models
+    safety: SafetyAssessment | None = None  # the clinical safety net's reading of the input; None when off
 
     @property
     def segments(self) -> tuple[int, ...]:
@@ -104,6 +107,16 @@ class TriagePrediction:
     label_index: int
     chunks: int  # windows the text was split into; 1 for a text within max_length
     truncated: bool = False  # never true: long texts are chunked, not cut
+    logits: tuple[float, ...] = ()  # the pooled window's logits before temperature (mean of windows for "mean")
+    # `label_index` is the model's level raised (never lowered) by the clinical safety net; the
+    # model's own level and the net's reading stay here for the result's reasons and for evaluation.
+    model_label_index: int = -1  # -1: same as label_index (no net)
+    safety: SafetyAssessment | None = None
+
+    @property
+    def net_changed(self) -> bool:
+        """Whether the safety net raised the model's level."""
+        return 0 <= self.model_label_index != self.label_index
 
     @property
     def acuity(self) -> int:
@@ -123,6 +136,15 @@ class TriageManifest:
     chunk_stride: int = 128
     precision: dict[str, Any] = field(default_factory=lambda: {"default": "fp32"})
     structured: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None  # {"temperature": T, ...}: fitted on validation notes
+
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature the probabilities are computed with (1.0: uncalibrated)."""
+        value = float((self.calibration or {}).get("temperature", 1.0))
+        if not value > 0.0:
+            raise ModelLoadError(f"calibration temperature must be positive, got {value}")
+        return value
 
     @classmethod
     def read(cls, model_dir: Path) -> TriageManifest:
@@ -151,6 +173,8 @@ class TriageSettings:
     passes: BatchLimits = BatchLimits(DEFAULT_TOKEN_BUDGET["cpu"], DEFAULT_MAX_BATCH)  # one forward pass
     max_chunks: int = DEFAULT_MAX_CHUNKS
     chunk_pooling: str = "most_severe"
+    temperature: float = 1.0  # probabilities are softmax(logits / temperature)
+    safety_net: bool = True  # engine.triage_safety raises the level where a rule requires it
 
 
 class TriageRunner:
@@ -195,20 +219,21 @@ class TriageRunner:
                            s.max_length, s.chunk_stride)
         if len(chunks) > s.max_chunks:
             raise InputError(f"text needs {len(chunks)} windows of {s.max_length} tokens; limit {s.max_chunks}")
-        return PreparedTriage(chunks, structured_features(item) if self.uses_structured else None)
+        safety = triage_safety.assess(item) if s.safety_net else None
+        return PreparedTriage(chunks, structured_features(item) if self.uses_structured else None, safety)
 
     # --- inference (one thread) ---
 
     def run(self, batch: Sequence[PreparedTriage], plan: BatchPlan) -> list[TriagePrediction]:
         """One prediction per item, in order; the forward passes are the `plan`'s, in its order."""
-        probs = [torch.empty(len(p.chunks), len(self.settings.labels)) for p in batch]  # (n_windows, n_labels)
+        logits = [torch.empty(len(p.chunks), len(self.settings.labels)) for p in batch]  # (n_windows, n_labels)
         for forward_pass in plan:
             chunks = [batch[item].chunks[seg] for item, seg in forward_pass]
             rows = [batch[item].structured for item, _ in forward_pass]  # each window carries its item's fields
-            out = torch.softmax(self._forward(*self._collate(chunks, rows)).float(), dim=-1).cpu()  # (B, n_labels)
+            out = self._forward(*self._collate(chunks, rows)).float().cpu()  # (B, n_labels)
             for row, (item, seg) in enumerate(forward_pass):
-                probs[item][seg] = out[row]
-        return [self._pool(item_probs) for item_probs in probs]
+                logits[item][seg] = out[row]
+        return [self._pool(item_logits, p.safety) for item_logits, p in zip(logits, batch, strict=True)]
 
     def predict(self, inputs: Sequence[TriageInput]) -> list[TriagePrediction]:
         """Prepare, plan and run: what a worker does with one lane batch, for evaluation and tools."""
@@ -242,9 +267,19 @@ class TriageRunner:
         logits: Tensor = self.model(ids, mask, structured) if self.uses_structured else self.model(ids, mask)
         return logits
 
-    def _pool(self, chunk_probs: Tensor) -> TriagePrediction:
+    def _pool(self, chunk_logits: Tensor, safety: SafetyAssessment | None) -> TriagePrediction:
+        chunk_probs = torch.softmax(chunk_logits / self.settings.temperature, dim=-1)  # (n_windows, n_labels)
         probs = pool_chunks(chunk_probs, self.settings.chunk_pooling)
-        return TriagePrediction(probs.tolist(), int(probs.argmax()), chunks=chunk_probs.shape[0])
+        if chunk_logits.shape[0] == 1 or self.settings.chunk_pooling == "mean":
+            pooled = chunk_logits.mean(dim=0)
+        else:
+            pooled = chunk_logits[most_severe_window(chunk_probs)]
+        model_index = int(probs.argmax())
+        final_index = model_index
+        if safety is not None:  # labels are ESI 1..5 in order: index + 1 is the level
+            final_index = triage_safety.apply(model_index + 1, safety)[0] - 1
+        return TriagePrediction(probs.tolist(), final_index, chunks=chunk_probs.shape[0],
+                                logits=tuple(pooled.tolist()), model_label_index=model_index, safety=safety)
 
 
 def calibrate_int8_fallbacks(runner: TriageRunner, inputs: Sequence[TriageInput],
@@ -303,9 +338,13 @@ def pool_chunks(chunk_probs: Tensor, rule: str) -> Tensor:
     """
     if chunk_probs.shape[0] == 1 or rule == "mean":
         return chunk_probs.mean(dim=0)
+    return chunk_probs[most_severe_window(chunk_probs)]
+
+
+def most_severe_window(chunk_probs: Tensor) -> int:
+    """The window whose expected label index is lowest (labels ordered most severe first)."""
     ranks = torch.arange(chunk_probs.shape[1], dtype=chunk_probs.dtype)  # (n_labels,)
-    expected = chunk_probs @ ranks  # (n_chunks,)
-    return chunk_probs[int(expected.argmin())]
+    return int((chunk_probs @ ranks).argmin())
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -364,7 +403,7 @@ def prepare_for_inference(model: TriageModule, policy: str, device: torch.device
 
 def load_triage(model_dir: str | Path, device: str = "auto", precision: str = "auto",
                 token_budget: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH,
-                chunk_pooling: str = "most_severe") -> TriageRunner:
+                chunk_pooling: str = "most_severe", safety_net: bool = True) -> TriageRunner:
     """The triage runner for a model directory; device and precision are fixed here, once."""
     model_dir = Path(model_dir)
     manifest = TriageManifest.read(model_dir)
@@ -379,7 +418,9 @@ def load_triage(model_dir: str | Path, device: str = "auto", precision: str = "a
     settings = TriageSettings(
         labels=list(manifest.labels), max_length=manifest.max_length, chunk_stride=manifest.chunk_stride,
         passes=BatchLimits(token_budget or DEFAULT_TOKEN_BUDGET[torch_device.type], max_batch_size),
-        chunk_pooling=chunk_pooling,
+        chunk_pooling=chunk_pooling, temperature=manifest.temperature,
+        # The net speaks ESI: only a model whose labels are the five levels in order gets it.
+        safety_net=safety_net and list(manifest.labels) == [str(level) for level in triage_safety.ESI_LEVELS],
     )
     return TriageRunner(model, TextTokenizer.from_dir(tokenizer_dir), settings, manifest.name,
                         manifest.version, torch_device, choice.policy)

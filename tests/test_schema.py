@@ -157,3 +157,15 @@ def test_broken_results_refused_by_schema_and_model(changes: dict[str, Any]) -> 
     assert not _validator("result").is_valid(broken)
     with pytest.raises(ValidationError):
         TaskResultMessage.model_validate(broken)
+
+
+def test_the_committed_schemas_match_the_contracts() -> None:
+    # docs/schemas/ is what a team without Python uses; regenerate with `inferq schema docs/schemas`.
+    committed = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+    for stem, schema in SCHEMAS.items():
+        path = committed / f"{stem}.schema.json"
+        assert path.is_file(), f"{path} is missing: run `inferq schema docs/schemas`"
+        assert json.loads(path.read_text(encoding="utf-8")) == schema, (
+            f"{path.name} drifted from the contracts: run `inferq schema docs/schemas`"
+        )
+    assert sorted(p.name for p in committed.glob("*.schema.json")) == sorted(f"{s}.schema.json" for s in SCHEMAS)

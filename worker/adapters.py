@@ -19,12 +19,14 @@ from typing import Any, Literal
 
 from contracts import EventFields, FraudRequest, FraudResult, ReasonCode, TriageRequest, TriageResult, parse_request
 from contracts.requests import Request, TransactionEvent
+from contracts.results import EXPLAIN_FIELDS, SafetyReason, VitalOutOfRange
 from contracts.wire import Kind
 from engine.batching import plan_batch
 from engine.fraud_features import Event, EventColumns, FraudInput
 from engine.fraud_runner import FraudPrediction, FraudRunner, PreparedFraud
 from engine.triage_input import TriageInput
 from engine.triage_runner import PreparedTriage, TriagePrediction, TriageRunner
+from engine.triage_safety import SafetyAssessment
 from worker.config import Settings
 from worker.errors import ConfigurationError
 
@@ -96,14 +98,53 @@ def triage_input(request: TriageRequest) -> TriageInput:
     )
 
 
-def triage_result(prediction: TriagePrediction) -> TriageResult:
+# Default of `Settings.triage_review_below`, for callers without settings.
+REVIEW_BELOW = 0.6
+
+
+def safety_reasons(assessment: SafetyAssessment | None) -> list[SafetyReason]:
+    """The safety-net rules that fired, with where in the note (character offsets) they matched."""
+    if assessment is None:
+        return []
+    return [
+        SafetyReason(rule=rule.rule_id, level=rule.level, decision_point=rule.decision_point,
+                     start=rule.span[0] if rule.span else None, end=rule.span[1] if rule.span else None,
+                     vital=rule.vital_key)
+        for rule in assessment.fired
+    ]
+
+
+def vitals_out_of_range(assessment: SafetyAssessment | None) -> list[VitalOutOfRange]:
+    if assessment is None:
+        return []
+    return [
+        VitalOutOfRange(vital=flag.key, value=flag.value, threshold=flag.threshold, source=flag.source,
+                        start=flag.span[0] if flag.span else None, end=flag.span[1] if flag.span else None)
+        for flag in assessment.vitals_out_of_range
+    ]
+
+
+def triage_result(prediction: TriagePrediction, review_below: float = REVIEW_BELOW) -> TriageResult:
+    """The contract result with its explanation (see `without_explanation` for requests without `explain`)."""
     # Label index 0 is ESI 1 (most urgent); the head was trained on levels in that order.
+    model_index = prediction.model_label_index if prediction.model_label_index >= 0 else prediction.label_index
     return TriageResult(
         acuity=prediction.label_index + 1,
         probabilities=list(prediction.probabilities),
         truncated=prediction.truncated,
         chunks=prediction.chunks,
+        needs_review=max(prediction.probabilities) < review_below or prediction.net_changed,
+        model_acuity=model_index + 1,
+        reasons=safety_reasons(prediction.safety),
+        vitals_out_of_range=vitals_out_of_range(prediction.safety),
     )
+
+
+def without_explanation(result: Result) -> Result:
+    """A triage result as a request without `explain` gets it: the v1 fields only."""
+    if isinstance(result, TriageResult):
+        return result.model_copy(update=dict.fromkeys(EXPLAIN_FIELDS))
+    return result
 
 
 def _own_triage(item: Prepared) -> PreparedTriage:
@@ -115,8 +156,9 @@ def _own_triage(item: Prepared) -> PreparedTriage:
 class TriageAdapter(KindAdapter):
     kind: Kind = "triage"
 
-    def __init__(self, runner: TriageRunner) -> None:
+    def __init__(self, runner: TriageRunner, review_below: float = REVIEW_BELOW) -> None:
         self.runner = runner
+        self.review_below = review_below
 
     @property
     def model_id(self) -> str:
@@ -130,7 +172,7 @@ class TriageAdapter(KindAdapter):
     def compute(self, batch: Sequence[Prepared]) -> list[Result | ValueError]:
         items = [_own_triage(item) for item in batch]
         predictions = self.runner.run(items, plan_batch(items, self.runner.pass_limits, self.runner.pass_cost))
-        return _results(predictions, triage_result)
+        return _results(predictions, lambda prediction: triage_result(prediction, self.review_below))
 
     def warmup(self) -> None:
         self.runner.warmup()
@@ -274,7 +316,8 @@ def _load(kind: Kind, model_dir: Path, settings: Settings) -> KindAdapter:
     if kind == "triage":
         from engine.triage_runner import load_triage
 
-        return TriageAdapter(load_triage(model_dir, device=settings.device, precision=settings.precision))
+        return TriageAdapter(load_triage(model_dir, device=settings.device, precision=settings.precision),
+                             settings.triage_review_below)
     from engine.fraud_runner import load_fraud
 
     runner = load_fraud(model_dir, device=settings.device, precision=settings.precision)

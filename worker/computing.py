@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from contracts import ErrorCode, TaskResultMessage, Timings
 from contracts.wire import Kind
 from worker import metrics
-from worker.adapters import KindAdapter, Result
+from worker.adapters import KindAdapter, Result, without_explanation
 from worker.logging import bind_batch, get_logger
 from worker.outcomes import Answer
 from worker.preparing import Job, now_ms
@@ -90,7 +90,8 @@ class BatchComputer:
                 job.task_id, job.kind, ErrorCode.INTERNAL_ERROR, "the model's output broke the result contract",
                 timings=timings, finished_at=finished, model=adapter.model_id,
             )
-        return TaskResultMessage.ok(job.task_id, output, model=adapter.model_id, timings=timings, finished_at=finished)
+        result = output if job.explain else without_explanation(output)
+        return TaskResultMessage.ok(job.task_id, result, model=adapter.model_id, timings=timings, finished_at=finished)
 
 
 def _timings(job: Job, started_ms: float, compute_ms: float, finished_ms: float, size: int) -> Timings:

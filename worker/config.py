@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     fraud_decline_threshold: float | None = Field(
         default=None, ge=0, le=1, description="score at or above which fraud says decline; unset: model card"
     )
+    triage_review_below: float = Field(
+        default=0.6, ge=0, le=1,
+        description="a triage result whose top probability is below this says needs_review (with explain)",
+    )
     nice: int = Field(
         default=0,
         ge=0,
