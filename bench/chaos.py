@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +52,6 @@ sys.path.insert(0, str(REPO))
 import redis  # noqa: E402
 
 from contracts.wire import LANES, RESULT_MESSAGE, RESULTS_PREFIX, Kind, queue_stream  # noqa: E402
-from worker import embedded  # noqa: E402
 from worker.client import InferqClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
 from worker.keys import CONSUMER_GROUP, DEADLETTER_STREAM  # noqa: E402
@@ -401,25 +400,11 @@ def run_chaos(url: str, plan: ChaosPlan, log_dir: Path, tag: str = "chaos") -> C
 # Command line
 
 
-@contextlib.contextmanager
-def _database(url: str | None, own_server: bool) -> Iterator[str]:
-    if url is not None:
-        yield url
-        return
+def _database(url: str | None, own_server: bool) -> contextlib.AbstractContextManager[str]:
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import DEFAULT_TEST_URL, _answers, _claimed
+    from conftest import claimed_database
 
-    if not own_server and _answers(DEFAULT_TEST_URL):
-        with _claimed(DEFAULT_TEST_URL) as own:
-            yield own
-        return
-    state_dir = Path(tempfile.mkdtemp(prefix="inferq-chaos-valkey-"))
-    server = embedded.start(state_dir)
-    try:
-        with _claimed(server.url.rsplit("/", 1)[0]) as own:
-            yield own
-    finally:
-        embedded.stop(state_dir)
+    return claimed_database(url, own_server)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

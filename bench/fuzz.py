@@ -27,7 +27,6 @@ import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,28 +34,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import redis  # noqa: E402
-from conftest import DEFAULT_TEST_URL, _answers, _claimed  # noqa: E402
 from fuzz_entries import CLASSES, run_fuzz  # noqa: E402
 
-from worker import embedded  # noqa: E402
 
+def _database(url: str | None, own_server: bool) -> contextlib.AbstractContextManager[str]:
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import claimed_database
 
-@contextlib.contextmanager
-def _database(url: str | None, own_server: bool) -> Iterator[str]:
-    if url is not None:
-        yield url
-        return
-    if not own_server and _answers(DEFAULT_TEST_URL):
-        with _claimed(DEFAULT_TEST_URL) as own:
-            yield own
-        return
-    state_dir = Path(tempfile.mkdtemp(prefix="inferq-fuzz-valkey-"))
-    server = embedded.start(state_dir)
-    try:
-        with _claimed(server.url.rsplit("/", 1)[0]) as own:
-            yield own
-    finally:
-        embedded.stop(state_dir)
+    return claimed_database(url, own_server)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,12 +95,17 @@ def _claimed(url: str) -> Iterator[str]:
         claim.release()
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """URL of a real Redis database that this test run alone may flush."""
-    url = os.environ.get("INFERQ_TEST_REDIS_URL", DEFAULT_TEST_URL)
-    if _answers(url):
-        with _claimed(url) as own:
+@contextlib.contextmanager
+def claimed_database(url: str | None = None, own_server: bool = False) -> Iterator[str]:
+    """A database of its own for a test run or a benchmark: `url` as given; else a claimed index on
+    `INFERQ_TEST_REDIS_URL` when it answers (and `own_server` is false); else an embedded Valkey
+    started for the run and stopped after it."""
+    if url is not None:
+        yield url
+        return
+    shared = os.environ.get("INFERQ_TEST_REDIS_URL", DEFAULT_TEST_URL)
+    if not own_server and _answers(shared):
+        with _claimed(shared) as own:
             yield own
         return
     state_dir = Path(tempfile.mkdtemp(prefix="inferq-test-valkey-"))
@@ -110,6 +115,13 @@ def redis_url() -> Iterator[str]:
             yield own
     finally:
         embedded.stop(state_dir)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis database that this test run alone may flush."""
+    with claimed_database() as url:
+        yield url
 
 
 @pytest.fixture
