@@ -507,6 +507,22 @@ AIRWAY_SWELLING = Phrase(
         r"epiglottitis",
     ),
 )
+# An ingestion event (not a drug named in a medication list): the handbook treats an overdose or a
+# deliberate or unknown ingestion of medication as a high-risk situation, whatever the vitals.
+OVERDOSE_EVENT = Phrase(
+    "overdose or ingestion of medication",
+    (
+        r"overdos\w*",
+        r"(?-i:OD)(?:'?d)?",
+        r"(?:took|swallowed|ingested|ate) (?:a |an |the |all (?:of )?)?(?:whole |entire |full )?"
+        r"(?:bottle|handful|bunch|pack|box|\d+) (?:of )?(?:his |her |their |\w+ )?"
+        r"(?:pills|tabs|tablets|meds|capsules)",
+        r"(?:took|swallowed) (?:all|a lot|too many|too much) (?:of )?(?:his |her |their )?"
+        r"(?:pills|tabs|tablets|meds|medication)",
+        r"empty (?:pill |med(?:ication)? )?bottles?",
+        r"pill ingestion",
+    ),
+)
 OVERDOSE = Phrase(
     "overdose / opioid or sedative ingestion",
     (
@@ -1177,6 +1193,7 @@ RULES: tuple[Rule, ...] = (
     Rule("B-stroke", 2, "B", (STROKE,), SOURCE_B, summary="Stroke signs or a stroke alert / LKW time"),
     Rule("B-si-hi-plan", 2, "B", (SUICIDAL, SI_PLAN), SOURCE_B, summary="Suicidal or homicidal with a plan/intent"),
     Rule("B-suicide-attempt", 2, "B", (SUICIDE_ATTEMPT,), SOURCE_B, summary="Suicide attempt"),
+    Rule("B-overdose", 2, "B", (OVERDOSE_EVENT,), SOURCE_B, summary="Overdose or ingestion of medication"),
     Rule("B-sepsis", 2, "B", (SEPSIS,), SOURCE_B, summary="Sepsis named"),
     Rule(
         "B-sepsis-hypotension",

@@ -104,6 +104,8 @@ FIRES: dict[str, list[Case]] = {
     "B-stroke": ["facial droop and slurred speech", "L sided weakness, LKW 0800", "aphasic since 1400", "code stroke"],
     "B-si-hi-plan": ["SI with plan to overdose", "suicidal, has a gun at home", "HI towards neighbor with intent"],
     "B-suicide-attempt": ["intentional overdose of tylenol", "tried to hang himself", "cut her wrists"],
+    "B-overdose": ["friend found him with empty bottles of his meds next to him", "took a handful of her pills 2 h ago",
+                   "OD on unknown pills", "swallowed a bottle of tylenol tabs"],
     "B-sepsis": ["code sepsis called by EMS", "urosepsis"],
     "B-sepsis-hypotension": [_inp("fever and chills", systolic_bp=86, heart_rate=96), "febrile 39.2, BP 84/50"],
     "B-neonate-fever": [
@@ -219,6 +221,8 @@ QUIET: dict[str, list[Case]] = {
     ],
     "B-si-hi-plan": ["denies SI/HI", "passive SI, denies plan", "SI joint pain, plan: PT", "SI/HI: denies"],
     "B-suicide-attempt": ["hx suicide attempt in 2015", "denies suicide attempt"],
+    "B-overdose": ["denies overdose", "hx of overdose 2019, sober since", "takes his pills as prescribed",
+                   "med list: morphine, xanax"],
     "B-sepsis": ["hx sepsis", "aseptic technique used"],
     "B-sepsis-hypotension": [_inp("fever", systolic_bp=120), "no fever, BP 86/50"],
     "B-neonate-fever": [
