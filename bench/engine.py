@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 
 from engine.batching import BatchLimits, plan_batch
 from engine.bert import BertForSequenceClassification
+from engine.config import BertConfig
 from engine.device import pick_device
 from engine.loading import load_bert_classifier
 from engine.precision import POLICIES, policy_available
@@ -84,15 +85,35 @@ def build_classifier(out_dir: Path) -> BertForSequenceClassification:
 
 
 def our_engines(ckpt: Path, device: torch.device) -> dict[str, BertForSequenceClassification]:
+    """Every policy, side by side; one this hardware lacks the units for still runs (emulated), and says so."""
     engines = {}
     for policy in POLICIES:
         choice = policy_available(policy, device)
         if choice.policy != policy:
-            print(f"skip ours-{policy}: {choice.reason}")
-            continue
+            print(f"ours-{policy} runs emulated here (auto would not choose it): {choice.reason}")
+        else:
+            print(f"ours-{policy}: {choice.reason}")
         engines[f"ours-{policy}"] = prepare_for_inference(load_bert_classifier(ckpt, num_labels=N_LABELS),
                                                           policy, device)
     return engines
+
+
+def physical_limits(config: BertConfig, batch: int, length: int, threads: int) -> dict[str, float] | None:
+    """Sequences/s at `batch` x `length` if every multiply-add ran at the CPU's peak: the compass.
+
+    Peak per core and cycle, AVX-512 with two FMA units: 32 fp32 multiply-adds; twice that in bf16
+    (VDPBF16PS, AVX512-BF16) and four times in int8 (VPDPBUSD, VNNI). The clock is /proc/cpuinfo's.
+    Work per sequence: every encoder linear on every token, and attention's two L x L products.
+    """
+    try:
+        mhz = max(float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("cpu MHz"))
+    except (OSError, ValueError):
+        return None
+    h, ffn, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    macs = layers * length * (4 * h * h + 2 * h * ffn + 2 * length * h)  # per sequence
+    fp32_per_s = threads * mhz * 1e6 * 32 / macs
+    return {"fp32": fp32_per_s, "bf16": 2 * fp32_per_s, "int8": 4 * fp32_per_s}
 
 
 def hf_engines(ckpt: Path, device: torch.device) -> dict[str, torch.nn.Module]:
@@ -216,8 +237,12 @@ def mix(engines: dict[str, torch.nn.Module], hf: dict[str, torch.nn.Module], tok
     jobs["ours-fp32 fixed-32"] = lambda: fixed_batches(
         chunks, as_forward(engines["ours-fp32"], hf=False), cfg.device, tokenizer.pad_id)
     for name, runner in runners.items():
-        # Planning the passes is part of the work, as in the worker's adapter.
-        jobs[f"{name} token-budget"] = lambda runner=runner: runner.run(
+        # Planning the passes is part of the work, as in the worker's adapter. Packed passes compute
+        # real tokens only; padded ones (the former path) pad each pass to its longest window.
+        jobs[f"{name} token-budget packed"] = lambda runner=runner: runner.run(
+            prepared, plan_batch(prepared, runner.pass_limits, runner.pass_cost))
+        padded = make_runner(runner.model, tokenizer, cfg.device, name, packed=False)
+        jobs[f"{name} token-budget padded"] = lambda runner=padded: runner.run(
             prepared, plan_batch(prepared, runner.pass_limits, runner.pass_cost))
     seconds = interleaved(jobs, cfg)
     per_s = {name: len(prepared) / s for name, s in seconds.items()}
@@ -227,10 +252,11 @@ def mix(engines: dict[str, torch.nn.Module], hf: dict[str, torch.nn.Module], tok
     return {"notes": len(prepared), "chunks": len(chunks), "notes_per_s": per_s}
 
 
-def make_runner(model: torch.nn.Module, tokenizer: TextTokenizer, device: torch.device, name: str) -> TriageRunner:
-    settings = TriageSettings(labels=[str(i + 1) for i in range(N_LABELS)])
+def make_runner(model: torch.nn.Module, tokenizer: TextTokenizer, device: torch.device, name: str,
+                packed: bool = True) -> TriageRunner:
+    settings = TriageSettings(labels=[str(i + 1) for i in range(N_LABELS)], packed=packed)
     if device.type == "cuda":
-        settings = TriageSettings(labels=settings.labels, passes=BatchLimits(65536, 256))
+        settings = TriageSettings(labels=settings.labels, passes=BatchLimits(65536, 256), packed=packed)
     return TriageRunner(model, tokenizer, settings, "bench", "0", device, name.removeprefix("ours-"))
 
 
@@ -279,11 +305,20 @@ def run(cfg: BenchConfig) -> dict:
         else:
             print("skip ort-fp32: benchmarked on the CPU only")
         rows = grid(forwards, cfg)
+        limits = physical_limits(reference.config, 32, 128, threads) if cfg.device.type == "cpu" else None
+        if limits is not None and 128 in cfg.lengths and 32 in cfg.batches:
+            cell = next(r for r in rows if (r["batch"], r["length"]) == (32, 128))["seq_per_s"]
+            print(f"32x128 against the physical limits (peak multiply-adds of this CPU, {threads} thread(s)):")
+            for policy, limit in limits.items():
+                ours = cell[f"ours-{policy}"]
+                print(f"  {policy}: limit {limit:.0f}/s, ours {ours:.1f}/s ({ours / limit:.0%} of it)")
+        limits = limits or {}
         print("realistic triage mix (notes/s, ratio to transformers eager fp32 with fixed batches):")
         mixed = mix(engines, hf, TextTokenizer.from_dir(MINILM_DIR), cfg)
     gate = gate_note()
     print(f"shipped triage model precision gate: {json.dumps(gate) if gate else 'no models/triage manifest'}")
-    return {"device": str(cfg.device), "threads": threads, "grid": rows, "mix": mixed, "gate": gate}
+    return {"device": str(cfg.device), "threads": threads, "grid": rows, "limits_32x128": limits, "mix": mixed,
+            "gate": gate}
 
 
 def main(argv: list[str] | None = None) -> int:

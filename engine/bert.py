@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,49 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
 }
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Sequences laid end to end in one (N, H) tensor, with no padded position anywhere.
+
+    The sequences come in runs of equal length: `runs` holds (count, length) pairs in order, so a run
+    of `count` sequences of `length` tokens is one contiguous (count * length) block that attention
+    views as (count, length) without padding. `positions` is each token's position within its
+    sequence (N,). Build it with `Packed.of(lengths)`; lengths need not be sorted, but sorting them
+    (as the triage runner does) makes runs longer and attention calls fewer.
+    """
+
+    runs: tuple[tuple[int, int], ...]
+    positions: Tensor  # (N,) int64
+
+    @classmethod
+    def of(cls, lengths: Sequence[int], device: torch.device | str = "cpu") -> Packed:
+        runs: list[tuple[int, int]] = []
+        for length in lengths:
+            if length < 1:
+                raise ValueError("every packed sequence needs at least one token")
+            if runs and runs[-1][1] == length:
+                runs[-1] = (runs[-1][0] + 1, length)
+            else:
+                runs.append((1, length))
+        longest = max(lengths, default=1)
+        steps = torch.arange(longest)
+        positions = torch.cat([steps[:length].repeat(count) for count, length in runs]) if runs else steps[:0]
+        return cls(tuple(runs), positions.to(device))
+
+    @property
+    def n_sequences(self) -> int:
+        return sum(count for count, _ in self.runs)
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(count * length for count, length in self.runs)
+
+    @property
+    def blocks(self) -> list[int]:
+        """Token count of each run, for `Tensor.split`."""
+        return [count * length for count, length in self.runs]
 
 
 class BertEmbeddings(nn.Module):
@@ -42,6 +87,12 @@ class BertEmbeddings(nn.Module):
         else:
             x = x + self.token_type_embeddings(token_type_ids)
         out: Tensor = self.dropout(self.LayerNorm(x))
+        return out
+
+    def forward_packed(self, input_ids: Tensor, packed: Packed) -> Tensor:
+        """Packed ids (N,) -> (N, H); token type 0 everywhere, as single-segment inputs have."""
+        x = self.word_embeddings(input_ids) + self.position_embeddings(packed.positions)  # (N, H)
+        out: Tensor = self.dropout(self.LayerNorm(x + self.token_type_embeddings.weight[0]))
         return out
 
 
@@ -87,6 +138,19 @@ class BertSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         return y.transpose(1, 2).reshape(batch, seq_len, hidden)  # (B, T, H)
 
+    def forward_packed(self, x: Tensor, packed: Packed) -> Tensor:
+        """(N, H) -> (N, H): each run of equal-length sequences is one mask-free SDPA call."""
+        q, k, v = self._project(x)  # 3 x (N, H)
+        outs = []
+        blocks = packed.blocks
+        for (count, length), qr, kr, vr in zip(packed.runs, torch.split(q, blocks), torch.split(k, blocks),
+                                              torch.split(v, blocks), strict=True):
+            qh, kh, vh = (t.reshape(count, length, self.n_head, self.head_dim).transpose(1, 2)  # (c, nh, L, hd)
+                          for t in (qr, kr, vr))
+            y = F.scaled_dot_product_attention(qh, kh, vh)  # (c, nh, L, hd)
+            outs.append(y.transpose(1, 2).reshape(count * length, self.hidden_size))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)  # (N, H)
+
 
 class BertSelfOutput(nn.Module):
     def __init__(self, config: BertConfig) -> None:
@@ -108,6 +172,10 @@ class BertAttention(nn.Module):
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         out: Tensor = self.output(self.self(x, attn_mask), x)
+        return out
+
+    def forward_packed(self, x: Tensor, packed: Packed) -> Tensor:
+        out: Tensor = self.output(self.self.forward_packed(x, packed), x)
         return out
 
 
@@ -139,6 +207,12 @@ class BertLayer(nn.Module):
         out: Tensor = self.output(self.intermediate(x), x)
         return out
 
+    def forward_packed(self, x: Tensor, packed: Packed) -> Tensor:
+        """(N, H) -> (N, H): projections and feed-forward on real tokens only."""
+        x = self.attention.forward_packed(x, packed)
+        out: Tensor = self.output(self.intermediate(x), x)
+        return out
+
 
 class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig) -> None:
@@ -150,6 +224,11 @@ class BertEncoder(nn.Module):
             x = layer(x, attn_mask)
         return x
 
+    def forward_packed(self, x: Tensor, packed: Packed) -> Tensor:
+        for layer in self.layer:
+            x = cast(BertLayer, layer).forward_packed(x, packed)
+        return x
+
 
 class BertPooler(nn.Module):
     def __init__(self, config: BertConfig) -> None:
@@ -158,6 +237,20 @@ class BertPooler(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         return torch.tanh(self.dense(hidden[:, 0]))  # (B, H) from the [CLS] position
+
+
+def pool_packed(hidden: Tensor, packed: Packed, pooling: str, pooler: BertPooler | None = None) -> Tensor:
+    """(N, H) packed hidden states -> (B, H): the mean of each sequence, or the pooler at its [CLS]."""
+    pieces = []
+    for (count, length), block in zip(packed.runs, torch.split(hidden, packed.blocks), strict=True):
+        seqs = block.view(count, length, -1)  # (c, L, H)
+        pieces.append(seqs[:, 0] if pooling == "pooler" else seqs.mean(dim=1))
+    pooled = pieces[0] if len(pieces) == 1 else torch.cat(pieces)  # (B, H)
+    if pooling == "pooler":
+        if pooler is None:
+            raise ValueError("pooler pooling needs the pooler")
+        return torch.tanh(pooler.dense(pooled))
+    return pooled
 
 
 def sdpa_mask(attention_mask: Tensor | None) -> Tensor | None:
@@ -194,6 +287,11 @@ class BertModel(nn.Module):
         hidden: Tensor = self.encoder(x, sdpa_mask(attention_mask))
         return hidden
 
+    def forward_packed(self, input_ids: Tensor, packed: Packed) -> Tensor:
+        """Last hidden state of packed ids (N,), as (N, H): no padded position is computed."""
+        hidden: Tensor = self.encoder.forward_packed(self.embeddings.forward_packed(input_ids, packed), packed)
+        return hidden
+
 
 class BertForSequenceClassification(nn.Module):
     """HF layout; `pooling="mean"` classifies the masked mean instead of the tanh pooler output."""
@@ -220,4 +318,10 @@ class BertForSequenceClassification(nn.Module):
         """Logits, (B, num_labels)."""
         hidden = self.bert(input_ids, attention_mask, token_type_ids)
         logits: Tensor = self.classifier(self.dropout(self.pool(hidden, attention_mask)))
+        return logits
+
+    def forward_packed(self, input_ids: Tensor, packed: Packed) -> Tensor:
+        """Logits (B, num_labels) of packed ids (N,), one row per sequence in packing order."""
+        hidden = self.bert.forward_packed(input_ids, packed)
+        logits: Tensor = self.classifier(self.dropout(pool_packed(hidden, packed, self.pooling, self.bert.pooler)))
         return logits

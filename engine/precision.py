@@ -21,8 +21,13 @@ from engine.errors import PrecisionUnavailable
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("fp32", "bf16", "int8")
+POLICIES = ("fp32", "bf16", "int8", "mixed")
+# Which linears each int8 policy quantizes: "encoder" is every encoder linear (fused Q/K/V, attention
+# output, feed-forward) with attention itself, LayerNorm and embeddings in fp32; "ffn" is the
+# feed-forward only. "mixed" is bf16 attention with an int8 feed-forward, for hardware with bf16 units.
+INT8_SCOPES = {"int8": "encoder", "mixed": "ffn"}
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 # Thresholds of the accuracy gate: label agreement with fp32 and the largest accuracy drop allowed.
 GATE_MIN_AGREEMENT = 0.995
 GATE_MAX_ACCURACY_DROP = 0.005
@@ -70,9 +75,28 @@ def policy_available(policy: str, device: torch.device, flags: Iterable[str] | N
         return PolicyChoice("fp32", "fp32 runs everywhere")
     if policy == "bf16":
         return _bf16_available(device, flags)
-    kernel = default_int8_kernel(device)
-    return PolicyChoice("int8", "int8 feed-forward via " + ("torch._int_mm" if kernel == "int_mm"
-                                                            else "the x86 dynamic quantized linear"))
+    kernel = default_int8_kernel(device, flags)
+    via = "torch._int_mm" if kernel == "int_mm" else "the x86 dynamic quantized linear"
+    if policy == "mixed":
+        bf16 = _bf16_available(device, flags)
+        if bf16.policy != "bf16":
+            return PolicyChoice("fp32", f"mixed needs bf16: {bf16.reason}")
+        return PolicyChoice("mixed", f"bf16 attention ({bf16.reason}), int8 feed-forward via {via}")
+    return PolicyChoice("int8", f"int8 encoder linears via {via}")
+
+
+def preferred_policies(device: torch.device, flags: Iterable[str] | None = None) -> list[str]:
+    """Policies in the order this hardware runs them fastest (fp32 last), for `resolve_policy`'s fallback.
+
+    bf16 units (CUDA, AMX, AVX512-BF16) favour bf16 and mixed; a CPU with int8 dot products (VNNI)
+    and no bf16 units runs int8 about 2-3x faster than fp32 and bf16 slower than fp32 (emulated).
+    """
+    present = set(cpu_flags() if flags is None and device.type == "cpu" else flags or ())
+    if device.type == "cuda" or cpu_has_bf16(present):
+        return ["bf16", "mixed", "int8", "fp32"]
+    if present & VNNI_FLAGS:
+        return ["int8", "fp32"]
+    return ["fp32"]
 
 
 def _bf16_available(device: torch.device, flags: Iterable[str] | None) -> PolicyChoice:
@@ -86,14 +110,24 @@ def _bf16_available(device: torch.device, flags: Iterable[str] | None) -> Policy
 
 
 def resolve_policy(requested: str, device: torch.device, default: str = "fp32",
-                   flags: Iterable[str] | None = None) -> PolicyChoice:
-    """"auto" takes `default` when this hardware has it, else fp32; an explicit policy must be available."""
+                   flags: Iterable[str] | None = None, admitted: Iterable[str] = ()) -> PolicyChoice:
+    """"auto" takes `default` when this hardware has it; else the fastest policy on this hardware
+    among `admitted` (those whose accuracy gate passed), else fp32. An explicit policy must be available."""
     wanted = default if requested == "auto" else requested
     choice = policy_available(wanted, device, flags)
-    if choice.policy != wanted:
-        if requested != "auto":
-            raise PrecisionUnavailable(f"{wanted} unavailable on {device}: {choice.reason}")
-        log.info("precision %s unavailable on %s (%s); using fp32", wanted, device, choice.reason)
+    if choice.policy == wanted:
+        return choice
+    if requested != "auto":
+        raise PrecisionUnavailable(f"{wanted} unavailable on {device}: {choice.reason}")
+    allowed = set(admitted)
+    for policy in preferred_policies(device, flags):
+        if policy in allowed and policy != "fp32":
+            fallback = policy_available(policy, device, flags)
+            if fallback.policy == policy:
+                log.info("precision %s unavailable on %s (%s); using %s, whose gate passed",
+                         wanted, device, choice.reason, policy)
+                return PolicyChoice(policy, f"{wanted} unavailable ({choice.reason}); {fallback.reason}")
+    log.info("precision %s unavailable on %s (%s); using fp32", wanted, device, choice.reason)
     return choice
 
 
@@ -112,11 +146,16 @@ def quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class Int8Linear(nn.Module):
-    """y = x W^T + b with int8 W (per output channel) and x quantized at call time.
+    """y = x W^T + b with int8 W (per output channel) and x quantized per token at call time.
 
-    `kernel="int_mm"`: per-token activation scales and torch._int_mm (fast on CUDA).
-    `kernel="x86"`: the x86 dynamic quantized linear, one activation scale per call; on CPUs
-    it is the faster of the two (docs/performance.md has the measurement).
+    `kernel="int_mm"`: symmetric per-token activation scales and `torch._int_mm`, an int8 x int8 ->
+    int32 matmul (oneDNN with VNNI on x86 CPUs, cuBLASLt on CUDA); the int32 sums are rescaled by
+    token scale x channel scale. On this project's AVX512-VNNI development CPU it is the fastest
+    linear of all (docs/performance.md, `python -m bench.engine --kernels`).
+    `kernel="x86"`: the x86 dynamic quantized linear (one activation scale per call, made per token
+    by scaling each token to absmax 1 first), kept for CPUs where `torch._int_mm` is slow.
+    Float inputs of any dtype come back in that dtype (fp32 or bf16): nothing is re-cast per call
+    except the activation quantization itself.
     """
 
     # Buffers, registered in __init__; declared here so they read as tensors, not `Tensor | Module`.
@@ -131,15 +170,20 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", torch.ones(out_features))
         self.register_buffer("bias", torch.zeros(out_features))
         self._packed: object | None = None
+        self._zero_points: Tensor | None = None
 
     def pack(self) -> None:
-        """Prepare the x86 kernel's packed weight; call after loading the buffers."""
+        """Prepare the oneDNN or x86 kernel's packed weight; call after loading the buffers."""
+        if self.kernel == "onednn":
+            self._zero_points = torch.zeros(self.out_features, dtype=torch.long)
+            self._packed = torch.ops.onednn.qlinear_prepack(self.weight.cpu(), None)
+            return
         if self.kernel != "x86":
             return
         zero_points = torch.zeros(self.out_features, dtype=torch.long)
         with warnings.catch_warnings():
-            # The quantized-tensor constructors are deprecated in favour of torchao; the kernel itself
-            # is still the fastest int8 linear on this CPU, and `int_mm` is the fallback when it goes.
+            # The quantized-tensor constructors are deprecated in favour of torchao; the kernel is
+            # kept as the fallback for CPUs where torch._int_mm is slow.
             warnings.simplefilter("ignore", UserWarning)
             qweight = torch._make_per_channel_quantized_tensor(
                 self.weight.cpu(), self.scales.double().cpu(), zero_points, 0
@@ -148,9 +192,22 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, self.in_features).float()  # (B*T, K)
-        y = self._x86(x2) if self.kernel == "x86" else self._int_mm(x2)
-        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)  # (B, T, N)
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if self.kernel == "onednn":
+            y = self._onednn(x2.float())
+        else:
+            y = self._x86(x2.float()) if self.kernel == "x86" else self._int_mm(x2)
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)  # (..., N)
+
+    def _onednn(self, x2: Tensor) -> Tensor:
+        # oneDNN's u8 x s8 linear (VNNI) with the channel scales applied inside the kernel. Its one
+        # activation scale is made per token as in `_x86`: each token is quantized against its own
+        # absmax (127 levels either side of the zero point 128), and the output is scaled back per token.
+        absmax = torch.maximum(x2.amax(dim=1, keepdim=True), x2.amin(dim=1, keepdim=True).neg_()).clamp_(min=1e-8)
+        xu = torch.addcmul(_U8_ZERO, x2, INT8_MAX / absmax).round_().to(torch.uint8)  # (M, K), one rounding pass
+        y = torch.ops.onednn.qlinear_pointwise(xu, 1.0 / INT8_MAX, U8_ZERO_POINT, self._packed, self.scales,
+                                               self._zero_points, None, 1.0, 0, torch.float32, "none", [], "")
+        return torch.addcmul(self.bias, y, absmax)  # (M, N): bias + y * token absmax, one pass
 
     def _x86(self, x2: Tensor) -> Tensor:
         # The kernel takes one activation scale per call. Scaling every token to absmax 1 first
@@ -160,49 +217,90 @@ class Int8Linear(nn.Module):
         return torch.addcmul(self.bias, y, token_scales)  # one pass: bias + y * scale
 
     def _int_mm(self, x2: Tensor) -> Tensor:
-        x_scales = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / INT8_MAX  # (M, 1)
-        xq = torch.round(x2 / x_scales).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)  # (M, K)
+        xq, x_scales = quantize_rows(x2)  # (M, K) int8, (M, 1) float32
         acc = torch._int_mm(_pad_rows(xq), self.weight.t())[: x2.shape[0]]  # (M, N) int32
-        return acc.float() * x_scales * self.scales + self.bias
+        # Two passes over the output: int32 * channel scale (promotes to fp32), then bias + . * token scale.
+        return torch.addcmul(self.bias, torch.mul(acc, self.scales), x_scales)
+
+
+U8_ZERO_POINT = 128  # unsigned activations for oneDNN's u8 x s8 kernel: q + 128 in [1, 255]
+_U8_ZERO = torch.tensor(float(U8_ZERO_POINT))
+
+
+def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-row int8: (M, K) float -> (M, K) int8 and (M, 1) float32 scales.
+
+    |x / scale| <= 127 by construction, so rounding needs no clamp: three passes over x in all.
+    """
+    # Two reductions that write nothing beat one absolute-value pass (and linalg's inf-norm kernel).
+    scales = torch.maximum(x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True).neg_()).float()
+    scales = scales.clamp_(min=1e-8).div_(INT8_MAX)  # (M, 1)
+    return torch.div(x, scales).round_().to(torch.int8), scales
 
 
 def _pad_rows(x: Tensor) -> Tensor:
-    # torch._int_mm on CUDA wants more than 16 rows and a multiple of 8.
+    # torch._int_mm on CUDA wants more than 16 rows and a multiple of 8; the CPU takes any shape.
+    if x.device.type != "cuda":
+        return x
     rows = max(32, -(-x.shape[0] // 8) * 8)
     return x if rows == x.shape[0] else torch.cat([x, x.new_zeros(rows - x.shape[0], x.shape[1])])
+
+
+@functools.cache
+def _onednn_int8() -> bool:
+    """Whether this torch build has oneDNN's quantized linear (x86 builds with mkldnn do)."""
+    built: bool = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    return built and hasattr(torch.ops.onednn, "qlinear_pointwise")
 
 
 @functools.cache
 def _reduce_range() -> bool:
     # Without VNNI the x86 kernel sums int8 pairs in int16, which 8-bit activations can overflow;
     # with VNNI it accumulates in int32 and the full range is safe (and twice as precise).
-    return not ({"avx512_vnni", "avx_vnni"} & cpu_flags())
+    return not (VNNI_FLAGS & cpu_flags())
 
 
-def default_int8_kernel(device: torch.device) -> str:
-    """The x86 kernel on x86 CPUs (faster there); torch._int_mm on CUDA and on other CPUs."""
-    if device.type == "cpu" and "x86" in torch.backends.quantized.supported_engines:
-        return "x86"
-    return "int_mm"
+def default_int8_kernel(device: torch.device, flags: Iterable[str] | None = None) -> str:
+    """torch._int_mm on CUDA and on CPUs with int8 dot-product units (VNNI, AMX-INT8); the x86
+    dynamic quantized linear on other x86 CPUs, where torch._int_mm has no fast kernel."""
+    if device.type != "cpu":
+        return "int_mm"
+    if VNNI_FLAGS & set(cpu_flags() if flags is None else flags):
+        return "onednn" if _onednn_int8() else "int_mm"
+    return "x86" if "x86" in torch.backends.quantized.supported_engines else "int_mm"
 
 
 def ffn_linear_names(model: nn.Module) -> list[str]:
     """Names of the feed-forward linears: each layer's intermediate.dense and output.dense."""
-    return [
-        name for name, module in model.named_modules()
-        if isinstance(module, nn.Linear | Int8Linear)
-        and (name.endswith("intermediate.dense") or (name.endswith("output.dense") and "attention" not in name))
-    ]
+    return int8_linear_names(model, "ffn")
 
 
-def quantize_ffn_state_dict(model: nn.Module, fp32_layers: Sequence[str] = ()) -> dict[str, Tensor]:
-    """Offline step: the int8 weights, scales and biases of every FFN linear not in `fp32_layers`."""
+def int8_linear_names(model: nn.Module, scope: str) -> list[str]:
+    """The linears an int8 policy of `scope` quantizes ("ffn" or "encoder"), in module order."""
+    if scope not in ("ffn", "encoder"):
+        raise ValueError(f"unknown int8 scope {scope!r}")
+
+    def wanted(name: str) -> bool:
+        if ".encoder.layer." not in f".{name}" and not name.startswith("encoder.layer."):
+            return False
+        ffn = name.endswith("intermediate.dense") or (name.endswith("output.dense") and "attention" not in name)
+        attention = name.endswith(("attention.self.qkv", "attention.self.query", "attention.self.key",
+                                   "attention.self.value", "attention.output.dense"))
+        return ffn or (scope == "encoder" and attention)
+
+    return [name for name, module in model.named_modules()
+            if isinstance(module, nn.Linear | Int8Linear) and wanted(name)]
+
+
+def quantize_ffn_state_dict(model: nn.Module, fp32_layers: Sequence[str] = (),
+                            scope: str = "ffn") -> dict[str, Tensor]:
+    """Offline step: the int8 weights, scales and biases of every linear of `scope` not in `fp32_layers`."""
     out: dict[str, Tensor] = {}
-    for name in ffn_linear_names(model):
+    for name in int8_linear_names(model, scope):
         if name in fp32_layers:
             continue
         linear = model.get_submodule(name)
-        assert isinstance(linear, nn.Linear | Int8Linear)  # ffn_linear_names lists only these
+        assert isinstance(linear, nn.Linear | Int8Linear)  # int8_linear_names lists only these
         out[f"{name}.weight"], out[f"{name}.scales"] = quantize_weight(linear.weight)
         out[f"{name}.bias"] = linear.bias.detach().float().clone()
     return out
@@ -237,23 +335,24 @@ def calibrate_int8(
     run: Callable[[nn.Module], list[Tensor]],
     kernel: str,
     max_error: float = DEFAULT_INT8_MAX_ERROR,
+    scope: str = INT8_SCOPES["int8"],
 ) -> CalibrationResult:
-    """Quantize one FFN linear at a time; keep fp32 wherever the output error is too large.
+    """Quantize one linear of `scope` at a time; keep fp32 wherever the output error is too large.
 
     `run(model)` runs the calibration data and returns the outputs to compare (logits or hidden states).
     """
     reference = run(model)
     errors = {}
-    for name in ffn_linear_names(model):
+    for name in int8_linear_names(model, scope):
         original = model.get_submodule(name)
-        convert_ffn_to_int8(model, quantize_ffn_state_dict(model, _all_but(model, name)), kernel)
+        convert_ffn_to_int8(model, quantize_ffn_state_dict(model, _all_but(model, name, scope), scope), kernel)
         errors[name] = _relative_error(run(model), reference)
         _set_submodule(model, name, original)
     return CalibrationResult(errors, [n for n, e in errors.items() if e > max_error])
 
 
-def _all_but(model: nn.Module, keep: str) -> list[str]:
-    return [n for n in ffn_linear_names(model) if n != keep]
+def _all_but(model: nn.Module, keep: str, scope: str) -> list[str]:
+    return [n for n in int8_linear_names(model, scope) if n != keep]
 
 
 def _relative_error(outputs: list[Tensor], reference: list[Tensor]) -> float:
@@ -266,11 +365,15 @@ def _relative_error(outputs: list[Tensor], reference: list[Tensor]) -> float:
 
 def apply_policy(model: nn.Module, policy: str, device: torch.device,
                  int8_fp32_layers: Sequence[str] = ()) -> nn.Module:
-    """Convert an fp32 model in place to run under `policy` on `device`."""
-    if policy == "bf16":
-        return model.to(torch.bfloat16)
-    if policy == "int8":
-        quantized = quantize_ffn_state_dict(model, int8_fp32_layers)
+    """Convert an fp32 model in place to run under `policy` on `device`.
+
+    bf16 weights are cast once here and held; int8 weights are quantized once here. mixed casts to
+    bf16 first, so its int8 layers keep fp32 scales and biases.
+    """
+    if policy in ("bf16", "mixed"):
+        model = model.to(torch.bfloat16)
+    if policy in INT8_SCOPES:
+        quantized = quantize_ffn_state_dict(model, int8_fp32_layers, INT8_SCOPES[policy])
         return convert_ffn_to_int8(model, quantized, default_int8_kernel(device))
     return model
 

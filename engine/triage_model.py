@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from engine.bert import POOLING_MODES, BertModel, mean_pool
+from engine.bert import POOLING_MODES, BertModel, Packed, mean_pool, pool_packed
 from engine.config import BertConfig
 from engine.loading import assign_weights, backbone_keys, read_checkpoint
 
@@ -61,6 +61,11 @@ class TriageClassifier(nn.Module):
         """Logits, (B, num_labels)."""
         hidden = self.bert(input_ids, attention_mask)
         return self.classify(self.pool(hidden, attention_mask), structured)
+
+    def forward_packed(self, input_ids: Tensor, packed: Packed, structured: Tensor | None = None) -> Tensor:
+        """Logits (B, num_labels) of packed ids (N,); `structured` (B, S) in the same sequence order."""
+        hidden = self.bert.forward_packed(input_ids, packed)  # (N, H)
+        return self.classify(pool_packed(hidden, packed, self.pooling, self.bert.pooler), structured)
 
 
 def load_triage_classifier(backbone_dir: str | Path, num_labels: int, n_structured: int, structured_hidden: int = 64,

@@ -13,7 +13,7 @@ A triage model directory holds `inferq-model.json`:
      "weights": "finetuned.safetensors",    # BertForSequenceClassification keys that override the backbone
      "max_length": 512, "chunk_stride": 128,
      "structured": {"features": "vitals-v1", "hidden": 64, "head_hidden": 128},   # optional: fusion model
-     "precision": {"default": "fp32" | "bf16" | "int8",
+     "precision": {"default": "fp32" | "bf16" | "int8" | "mixed",
                    "gate": {"n": ..., "policies": {"<policy>": {"agreement": ..., "passed": true}}},
                    "int8_fp32_layers": ["bert.encoder.layer.0.output.dense", ...]}}   # optional
 
@@ -21,7 +21,9 @@ With `structured`, the model is `engine.triage_model.TriageClassifier` (weights 
 `head.*`) and each input's age and vitals also reach it as numbers; without, it is a
 `BertForSequenceClassification` over the text alone.
 
-`precision="auto"` takes `precision.default` when this hardware has it and its gate passed, else fp32.
+`precision="auto"` takes `precision.default` when this hardware has it and its gate passed; on hardware
+without the default's units, the fastest policy there whose gate passed (int8 on a CPU with VNNI and no
+bf16 units); else fp32.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from torch import Tensor
 
 from engine import triage_safety
 from engine.batching import BatchLimits, BatchPlan, plan_batch
-from engine.bert import BertForSequenceClassification, BertLayer
+from engine.bert import BertForSequenceClassification, BertLayer, Packed
 from engine.device import pick_device
 from engine.errors import InputError, ModelLoadError
 from engine.loading import classifier_keys, load_bert_classifier, override_weights, read_safetensors
@@ -164,6 +166,14 @@ class TriageManifest:
             return "fp32"
         return policy
 
+    def admitted_policies(self) -> list[str]:
+        """Every policy whose accuracy gate passed (fp32 always): what "auto" may fall back to on
+        hardware that lacks the default's units."""
+        gate = self.precision.get("gate", {})
+        verdicts = gate.get("policies", gate)
+        passed = [p for p, v in verdicts.items() if isinstance(v, dict) and v.get("passed", False)]
+        return ["fp32", *(p for p in passed if p != "fp32")]
+
 
 @dataclass(frozen=True)
 class TriageSettings:
@@ -175,6 +185,9 @@ class TriageSettings:
     chunk_pooling: str = "most_severe"
     temperature: float = 1.0  # probabilities are softmax(logits / temperature)
     safety_net: bool = True  # engine.triage_safety raises the level where a rule requires it
+    # Forward passes on packed windows (no padded position is computed); False pads each pass to its
+    # longest window with an attention mask, the former path, kept for comparison and tests.
+    packed: bool = True
 
 
 class TriageRunner:
@@ -230,7 +243,7 @@ class TriageRunner:
         for forward_pass in plan:
             chunks = [batch[item].chunks[seg] for item, seg in forward_pass]
             rows = [batch[item].structured for item, _ in forward_pass]  # each window carries its item's fields
-            out = self._forward(*self._collate(chunks, rows)).float().cpu()  # (B, n_labels)
+            out = self._forward_pass(chunks, rows)  # (B, n_labels), in the pass's order
             for row, (item, seg) in enumerate(forward_pass):
                 logits[item][seg] = out[row]
         return [self._pool(item_logits, p.safety) for item_logits, p in zip(logits, batch, strict=True)]
@@ -243,6 +256,28 @@ class TriageRunner:
     def warmup(self) -> None:
         """One short and one full-length pass, so the first real batch pays no allocation cost."""
         self.predict([TriageInput("warm up"), TriageInput("warm up " * self.settings.max_length)])
+
+    def _forward_pass(self, chunks: list[list[int]], rows: Sequence[list[float] | None]) -> Tensor:
+        """Logits (B, n_labels) on the CPU, in fp32, of one forward pass, packed or padded."""
+        if not self.settings.packed:
+            return self._forward(*self._collate(chunks, rows)).float().cpu()
+        # Shortest first: windows of equal length sit next to each other, one attention call per run.
+        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+        ids = torch.tensor([t for i in order for t in chunks[i]], dtype=torch.long).to(self.device)  # (N,)
+        packed = Packed.of([len(chunks[i]) for i in order], self.device)
+        structured = None
+        if self.uses_structured:
+            structured = torch.tensor([rows[i] for i in order], dtype=torch.float32).to(self.device)  # (B, S)
+        logits = self._forward_packed(ids, packed, structured).float().cpu()  # (B, n_labels), sorted order
+        out = torch.empty_like(logits)
+        out[torch.tensor(order)] = logits
+        return out
+
+    @torch.inference_mode()
+    def _forward_packed(self, ids: Tensor, packed: Packed, structured: Tensor | None) -> Tensor:
+        if isinstance(self.model, TriageClassifier):
+            return self.model.forward_packed(ids, packed, structured)
+        return self.model.forward_packed(ids, packed)
 
     def _collate(self, chunks: list[list[int]], rows: Sequence[list[float] | None]
                  ) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -403,12 +438,13 @@ def prepare_for_inference(model: TriageModule, policy: str, device: torch.device
 
 def load_triage(model_dir: str | Path, device: str = "auto", precision: str = "auto",
                 token_budget: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH,
-                chunk_pooling: str = "most_severe", safety_net: bool = True) -> TriageRunner:
+                chunk_pooling: str = "most_severe", safety_net: bool = True, packed: bool = True) -> TriageRunner:
     """The triage runner for a model directory; device and precision are fixed here, once."""
     model_dir = Path(model_dir)
     manifest = TriageManifest.read(model_dir)
     torch_device = pick_device(device)
-    choice = resolve_policy(precision, torch_device, default=manifest.default_policy())
+    choice = resolve_policy(precision, torch_device, default=manifest.default_policy(),
+                            admitted=manifest.admitted_policies())
     log.info("triage model %s@%s on %s in %s (%s)", manifest.name, manifest.version, torch_device,
              choice.policy, choice.reason)
     model = prepare_for_inference(load_classifier(model_dir, manifest), choice.policy, torch_device,
@@ -421,6 +457,7 @@ def load_triage(model_dir: str | Path, device: str = "auto", precision: str = "a
         chunk_pooling=chunk_pooling, temperature=manifest.temperature,
         # The net speaks ESI: only a model whose labels are the five levels in order gets it.
         safety_net=safety_net and list(manifest.labels) == [str(level) for level in triage_safety.ESI_LEVELS],
+        packed=packed,
     )
     return TriageRunner(model, TextTokenizer.from_dir(tokenizer_dir), settings, manifest.name,
                         manifest.version, torch_device, choice.policy)

@@ -19,8 +19,11 @@ from engine.precision import (
     cpu_flags,
     cpu_has_bf16,
     ffn_linear_names,
+    int8_linear_names,
     policy_available,
+    preferred_policies,
     quantize_ffn_state_dict,
+    quantize_rows,
     quantize_weight,
     resolve_policy,
 )
@@ -62,7 +65,7 @@ def test_weight_quantization_is_per_output_channel():
     assert float(rel.max()) <= 0.5 / 127 + 1e-6
 
 
-@pytest.mark.parametrize("kernel", ["x86", "int_mm"])
+@pytest.mark.parametrize("kernel", ["x86", "int_mm", "onednn"])
 def test_int8_linear_error_is_small(kernel):
     torch.manual_seed(0)
     linear = torch.nn.Linear(384, 1536)
@@ -120,7 +123,7 @@ def test_calibration_keeps_the_layers_that_hurt_in_fp32():
         layer.attention.output.LayerNorm.weight[0] = 0.0
         layer.attention.output.LayerNorm.bias[0] = 0.0
         layer.intermediate.dense.weight[:, 0] = 1e4
-    result = calibrate_int8(model, run, "x86", max_error=0.02)
+    result = calibrate_int8(model, run, "x86", max_error=0.02, scope="ffn")
     assert set(result.errors) == set(ffn_linear_names(model))
     assert result.fp32_layers == ["encoder.layer.1.intermediate.dense"]
     assert all(isinstance(model.get_submodule(n), torch.nn.Linear) for n in result.errors), "sweep restores"
@@ -173,3 +176,53 @@ def test_bf16_minilm_stays_close_to_fp32():
     with torch.inference_mode():
         ref, out = fp32(ids, mask).mean(dim=1), bf16(ids, mask).float().mean(dim=1)  # (B, H)
     assert float(torch.nn.functional.cosine_similarity(ref, out).min()) > 0.99
+
+
+def test_encoder_scope_quantizes_projections_too_and_calibrates_them():
+    model = _tiny_bert()
+    for layer in model.encoder.layer:
+        layer.attention.self.fuse_qkv()
+    names = int8_linear_names(model, "encoder")
+    assert names == [f"encoder.layer.{i}.{n}" for i in range(2) for n in
+                     ("attention.self.qkv", "attention.output.dense", "intermediate.dense", "output.dense")]
+    ids = torch.randint(5, 100, (2, 12))
+
+    def run(m):
+        with torch.inference_mode():
+            return [m(ids)]
+
+    result = calibrate_int8(model, run, "onednn", max_error=1.0)
+    assert list(result.errors) == names and result.fp32_layers == []
+    converted = apply_policy(model, "int8", CPU)
+    assert all(type(converted.get_submodule(n)).__name__ == "Int8Linear" for n in names)
+    assert isinstance(converted.pooler.dense, torch.nn.Linear), "only encoder linears are quantized"
+
+
+def test_mixed_holds_bf16_weights_and_int8_feed_forward():
+    model = apply_policy(_tiny_bert(), "mixed", CPU)
+    assert model.encoder.layer[0].attention.self.query.weight.dtype == torch.bfloat16
+    ffn = model.get_submodule("encoder.layer.0.intermediate.dense")
+    assert type(ffn).__name__ == "Int8Linear" and ffn.scales.dtype == torch.float32
+    with torch.inference_mode():
+        out = model(torch.randint(5, 100, (2, 12)))
+    assert out.dtype == torch.bfloat16 and bool(torch.isfinite(out.float()).all())
+
+
+def test_rows_quantize_symmetrically_without_clamping():
+    x = torch.randn(5, 33) * torch.tensor([1e-3, 1.0, 10.0, 1e3, 0.0])[:, None]
+    q, scales = quantize_rows(x)
+    assert q.dtype == torch.int8 and scales.shape == (5, 1)
+    assert int(q[:4].abs().amax(dim=1).min()) == 127 and int(q[4].abs().max()) == 0
+    assert float(((q.float() * scales - x).abs() / scales).max()) <= 0.5 + 1e-4
+
+
+def test_auto_falls_back_to_the_fastest_admitted_policy():
+    vnni = cpu_flags(CPUINFO_OLD)
+    assert preferred_policies(CPU, vnni) == ["int8", "fp32"]
+    assert preferred_policies(CPU, cpu_flags(CPUINFO_SPR))[0] == "bf16"
+    assert preferred_policies(CPU, {"avx2"}) == ["fp32"]
+    # bf16 shipped, this CPU lacks bf16: int8 if its gate passed, else fp32.
+    assert resolve_policy("auto", CPU, default="bf16", flags=vnni, admitted=["fp32", "bf16", "int8"]).policy == "int8"
+    assert resolve_policy("auto", CPU, default="bf16", flags=vnni, admitted=["fp32", "bf16"]).policy == "fp32"
+    assert policy_available("mixed", CPU, vnni).policy == "fp32"
+    assert policy_available("mixed", CPU, cpu_flags(CPUINFO_SPR)).policy == "mixed"
