@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -121,14 +122,52 @@ class TriageResult(BaseModel):
         return probabilities
 
 
+class EvidenceEvent(BaseModel):
+    """A history event that pushed the fraud score up, by the model's gradient x input attribution."""
+
+    model_config = _CONFIG
+
+    index: int = Field(ge=0, description="position in the request's history, 0 the oldest")
+    timestamp: datetime = Field(description="the event's timestamp")
+    weight: float = Field(allow_inf_nan=False, description="attribution towards fraud, in logits")
+
+
+class EvidenceAggregate(BaseModel):
+    """A card aggregate (velocity, novelty, amount against the card's usual) that pushed the score up."""
+
+    model_config = _CONFIG
+
+    name: str = Field(min_length=1, max_length=64, description="aggregate name, e.g. log_count_1h")
+    value: float = Field(allow_inf_nan=False, description="its value for this transaction")
+    weight: float = Field(allow_inf_nan=False, description="attribution towards fraud, in logits")
+
+
+# Optional (v1 consumers ignore them): absent, not null, when the model gives no evidence.
+FRAUD_EVIDENCE_FIELDS: Final = ("evidence_events", "evidence_aggregates")
+
+
 class FraudResult(BaseModel):
-    """Fraud probability, the decision the configured thresholds give, and the reasons."""
+    """Fraud probability, the decision the configured thresholds give, and the reasons.
+
+    Models that explain their score add, to results at or above the review threshold, the history
+    events and card aggregates that drove it, strongest first.
+    """
 
     model_config = _CONFIG
 
     score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
     decision: Literal["approve", "review", "decline"]
     reasons: list[Annotated[ReasonCode, Field(strict=False)]] = Field(default_factory=list)
+    evidence_events: list[EvidenceEvent] | None = None
+    evidence_aggregates: list[EvidenceAggregate] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_evidence(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in FRAUD_EVIDENCE_FIELDS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 class ErrorInfo(BaseModel):

@@ -105,7 +105,7 @@ def test_left_padding_does_not_change_a_score(attention):
 
 
 def test_shipped_checkpoint_loads_with_thresholds(runner):
-    assert runner.name == "fraud-sparse-transformer"
+    assert runner.name == "fraud-sparse-hybrid"  # sequence encoder fused with the card aggregates
     assert len(runner.version) == 12
     assert 0.0 < runner.thresholds["review"] <= runner.thresholds["decline"] < 1.0
     stored = json.loads((MODEL_DIR / "thresholds.json").read_text())
