@@ -23,6 +23,9 @@ today") does the same. Conditions that ARE history (cardiac history with chest p
 chemotherapy) are marked `history_ok` and only negation and family-history cues apply to them.
 "s/p" is not a history cue: triage notes use it for today's events ("s/p fall, hit head").
 
+The table is designed and checked on a development set only (synthetic seeds and hand-written notes kept
+for that purpose, `training/triage_dev.py`), never on the evaluation sets.
+
 Everything is compiled at import. `assess` indexes the note's words once and tries each pattern only at
 the words its matches can start with (see "Prefilter"): about 0.1-0.3 ms for a typical note.
 """
@@ -50,6 +53,10 @@ SOURCE_A = "ESI v4 handbook, ch. 3 (ESI level 1), decision point A"
 SOURCE_B = "ESI v4 handbook, ch. 4 (ESI level 2), decision point B"
 SOURCE_D = "ESI v4 handbook, ch. 6 (vital signs), decision point D"
 SOURCE_PEDS_FEVER = "ESI v4 handbook, ch. 7 (pediatric triage: fever 1-28 days), decision points B/D"
+SOURCE_PEDS_HYPOTENSION = (
+    "ESI v4 handbook, ch. 3 (ESI level 1: hypotension with hypoperfusion), decision point A; "
+    "age limits of PALS (SBP < 60 at 0-28 days, < 70 to 1 year, < 70 + 2 x age in years to 10 years)"
+)
 
 # ---------------------------------------------------------------------------------------------------
 # Building blocks of the table
@@ -227,6 +234,9 @@ TODDLER = AgeBand("3 months-3 years", 0.25, 3.0, unknown=False)
 CHILD = AgeBand("3-8 years", 3.0, 8.0, unknown=False)
 # Adult vital limits apply from 8 years; with no age at all the net assumes an adult (most ED patients).
 ADULT = AgeBand("8 years and over, or age unknown", 8.0, 200.0, unknown=True)
+# Hypotension limits (PALS): the band's youngest age sets the limit, so no child is called hypotensive early.
+INFANT_1Y = AgeBand("29 days-1 year", 29 / _DAYS_PER_YEAR, 1.0, unknown=False)
+TODDLER_1_3 = AgeBand("1-3 years", 1.0, 3.0, unknown=False)
 
 
 @dataclass(frozen=True)
@@ -327,6 +337,7 @@ APNEA = Phrase(
         r"(?! (?:difficult\w*|problems?|troubles?|issues?|changes?|complaints?)))",
         r"agonal(?: breath\w*| resp\w*| gasp\w*)?",
         r"resp(?:iratory)? arrest",
+        r"barely breathing(?! (?:through|thru|out of|from|with|when|at night|on exertion))",
     ),
 )
 ARREST = Phrase(
@@ -390,7 +401,12 @@ UNRESPONSIVE = Phrase(
         r"(?:un|non)-?arousable",
         r"un-?rousable",
         r"not arousable",
-        r"(?:unable to|can'?t|cannot|could not|couldn'?t) (?:be )?(?:arouse|rouse|wake|awaken|aroused|roused|woken)d?",
+        r"(?:unable to|can'?t|cannot|could not|couldn'?t) (?:be )?(?:arouse|rouse|wake|awaken|aroused|roused|woken)d?"
+        r"(?: (?:him|her|them|the baby|baby|pt|patient))?(?: up)?",
+        # lay phrasing: "won't wake up", "hasn't woken up since"
+        r"(?:won'?t|wont|will not|doesn'?t|does not|didn'?t|did not|isn'?t|is not|hasn'?t|has not|not) "
+        r"(?:wake|waking|woken|awake|awaken\w*)(?! (?:up )?(?:at night|during the night|overnight|"
+        r"for (?:feeds|feedings)|to (?:feed|eat|pee)|early|easily|on time|until|till|til|when|if)\b)(?: up)?",
     ),
 )
 RESP_SEVERE = Phrase(
@@ -405,8 +421,10 @@ RESP_SEVERE = Phrase(
         r"(?:SOB|dyspnea|shortness|breath\w*)",
         r"cyano\w*",
         r"dusky",
-        r"blue (?:lips|around the (?:lips|mouth))",
-        r"(?:lips|face) (?:are |is |turning |turned )?blue",
+        r"blue(?:ish)? (?:lips|around the (?:lips|mouth))",
+        r"(?:lips|face) (?:are |is |look |looks |turning |turned |going |gone )?(?:blue|bluish|blueish|purple|gr[ae]y)",
+        r"(?<!fingers )(?<!toes )(?<!hands )(?<!feet )(?<!nails )(?<!tips )"
+        r"(?:turning|turned|went|going|gone) (?:blue|purple|gr[ae]y)(?! (?:toes|fingers|nails|hands?|feet|foot))",
         r"gasp(?:ing|s)",
         r"grunting",
         r"head bobbing",
@@ -424,7 +442,12 @@ RESP_DISTRESS = Phrase(
         r"retract\w*",
         r"nasal flaring",
         r"(?:unable to|can'?t|cannot) (?:speak|complete|finish|talk) (?:in )?(?:full|complete|whole) sentences",
-        r"(?:short|broken|partial) sentences",
+        r"(?:short|broken|partial) (?:sentences|phrases)",
+        r"(?:can|able to) (?:only|barely) (?:say|speak|talk)(?: in)? (?:a )?(?:few|couple|one|two|1|2|3|single) words?",
+        r"(?:can'?t|cannot|unable to) (?:finish|complete|get through|get out) (?:a |his |her |my |their )?sentences?",
+        r"(?:ribs|skin|chest|belly|tummy|stomach) (?:is )?(?:sucking|pulling|sinking|caving) in",
+        r"sucking in (?:at|between|under|below) (?:the |his |her |their )?ribs",
+        r"using (?:his |her |their |my )?(?:neck|stomach|belly|tummy|chest) muscles to breathe?",
         r"stridor\w*",
         r"(?:poor|diminished|decreased) air (?:movement|entry)",
         r"hypox(?:ic|ia|emi\w*)",
@@ -440,7 +463,7 @@ DYSPNEA = Phrase(
         r"short(?:ness)? of breath",
         r"breathless\w*",
         r"dyspn\w*",
-        r"(?:difficulty|trouble|problems?) breath?ing",
+        r"(?:difficulty|trouble|problems?|(?:a )?(?:hard|rough|tough) time) breath?ing",
         r"struggling to breathe?",
         r"(?:can'?t|cannot|unable to) (?:breathe?|catch (?:\w+ )?breath)",
         r"air hunger",
@@ -484,6 +507,10 @@ ALLERGIC = Phrase(
         r"stung by",
         r"(?:peanut|nut|shellfish|food|latex) (?:allergy|exposure|ingestion|reaction)",
         r"ate (?:a |some )?(?:peanuts?|shellfish|nuts|shrimp)",
+        r"(?:peanut|tree nut|nut|shellfish|fish|shrimp|egg|milk|sesame|latex|food|bee|wasp|insect|penicillin|PCN|"
+        r"sulfa|amoxicillin)[- ]allerg(?:y|ies|ic)",
+        r"(?:with|w/|containing|contained|had) (?:peanuts?|tree nuts|nuts|shellfish|shrimp|sesame)",
+
         r"hives",
         r"urticari\w*",
         r"angio-?edema",
@@ -562,6 +589,7 @@ MASSIVE_BLEEDING = Phrase(
         r"(?:bleed\w*|h(?:a)?emorrh\w*|blood loss)",
         r"(?:bleeding|hemorrhaging) (?:profusely|uncontrolled|heavily|through (?:the )?dressings?)",
         r"exsanguinat\w*",
+        r"(?:massive|large|large[- ]volume|large amounts? of|profuse|copious) (?:h(?:a)?ematemesis|bloody emesis)",
         r"arterial (?:bleed\w*|spurting|h(?:a)?emorrh\w*)",
         r"(?:spurting|pulsatile) (?:blood|bleed\w*)",
         r"(?:blood|bleeding) spurting",
@@ -585,7 +613,8 @@ THUNDERCLAP = Phrase(
     "thunderclap / worst headache of life",
     (
         r"thunderclap\w*",
-        r"worst (?:\w+ )?(?:headache|HA|head ?ache)s?(?: (?:of|in) (?:(?:my|his|her|their|the|pt'?s) )?life| ever)?",
+        r"worst (?:\w+ )?(?:head ?ach\w*|hed ?ache\w*|headahce|HA)s?"
+        r"(?: (?:of|in) (?:(?:my|his|her|their|the|pt'?s) )?life| ever)?",
         r"(?:headache|HA) (?:is |was )?(?:the )?worst(?: of (?:(?:my|his|her|their) )?life| ever)?",
         r"(?-i:WHOL)",
         r"sudden(?:ly)?(?:[- ]onset)?(?: of)?(?: (?:severe|explosive|intense|worst|excruciating))? (?:headache|HA)",
@@ -600,6 +629,10 @@ MENINGEAL = Phrase(
     (
         r"neck stiffness",
         r"stiff neck",
+        r"neck (?:is |feels )?(?:very |really |so )?stiff",
+        r"(?:can'?t|cannot|unable to) (?:bend|touch|put) (?:his |her |their |my )?(?:chin|head|neck) (?:to|down)",
+        r"rash (?:that )?(?:doesn'?t|does not|won'?t|will not|didn'?t) (?:go away|fade|blanch|disappear) "
+        r"(?:when|with|under) (?:pressed|pressing|pressure|a glass|glass)",
         r"nuchal rigidity",
         r"meningism\w*",
         r"meningitis",
@@ -615,6 +648,8 @@ CHEST_PAIN = Phrase(
     "chest pain or pressure",
     (
         r"chest (?:pain|pains|pressure|tightness|tight|heaviness|discomfort|squeezing|burning|ache|aching)",
+        r"chest (?:hurts|hurting|is hurting|is sore|feels (?:tight|heavy|like|funny|weird))",
+        rf"(?:heavy|tight|squeezing|crushing|burning|pressure|weird|funny) (?:feeling|sensation) in {_POSS}chest",
         r"(?-i:CP)",
         r"c/p",
         r"angina\w*",
@@ -624,13 +659,15 @@ CHEST_PAIN = Phrase(
     ),
 )
 CP_FEATURES = Phrase(
-    "cardiac features of chest pain (pressure, radiation to jaw/arm, diaphoresis, exertional, nitro)",
+    "cardiac features of chest pain (pressure, radiation to jaw/arm, diaphoresis, nausea, exertion or rest, nitro)",
     (
         r"(?<!blood )(?<!BP )(?<!pulse )(?<!positive )(?<!airway )pressure(?! (?:ulcer|sore|injury|dressing|wound))",
         r"squeez\w*",
         r"crushing",
         r"heaviness",
         r"elephant",
+        rf"(?:sitting|standing|sat) on (?:it|{_POSS}chest)",
+        r"like a (?:weight|vise|vice|band|belt|fist)",
         rf"(?:radiat\w*|rad(?:s|iating)?|spreading|spreads|going|goes|moving) (?:in)?to {_POSS}(?:{_SIDE} )?"
         r"(?:jaw|arms?|shoulders?|neck|back)",
         rf"(?:into|down) {_POSS}(?:{_SIDE} )?(?:jaw|arms?|shoulders?)",
@@ -643,6 +680,8 @@ CP_FEATURES = Phrase(
         r"nitro(?:glycerin|gly|stat)?",
         r"(?-i:NTG|ASA) (?:given|taken|x ?\d|\d+)",
         r"(?:chewed|given) (?:(?:an|a) )?(?:ASA|aspirin)",
+        r"at rest",
+        r"nause\w*",
         r"aspirin 324",
     ),
 )
@@ -699,6 +738,17 @@ STROKE = Phrase(
         r"(?:sudden|acute) (?:vision loss|loss of vision|blindness)",
         r"(?-i:LKW|LSW|LKN|LSN)",
         r"last (?:known|seen) (?:well|normal)",
+        # lay phrasing
+        r"(?:face|mouth|smile|lip) (?:is |was )?(?:falling|fallen|sagging|sagged|crooked|lopsided|uneven|drooping)"
+        rf"(?: (?:on|to) (?:one|the {_SIDE}|{_SIDE}) side)?",
+        r"(?:numb|numbness|weak|weakness|tingl\w*|heavy|dead) (?:on|down) "
+        rf"(?:one|the {_SIDE}|{_SIDE}|his {_SIDE}|her {_SIDE}) side",
+        r"one side of (?:the |his |her |their |my )?(?:face|body) (?:is |feels |went |was )?"
+        r"(?:numb|weak|droop\w*|heavy|dead)",
+        rf"(?:can'?t|cannot|unable to|could not|couldn'?t) (?:lift|raise|move|feel|use) (?:his|her|their|my|the) "
+        rf"{_SIDE} (?:arm|leg|hand|side)",
+        r"words (?:are |were |come |came |coming )?(?:out )?(?:wrong|jumbled|mixed up|garbled|slurred|funny)",
+        r"(?:can'?t|cannot|unable to|couldn'?t) get (?:his|her|their|my|the) words out",
         r"(?:code|alert) stroke",
         r"stroke (?:alert|code|protocol|activation)",
         r"B?E-?FAST (?:positive|\+|pos)",
@@ -721,6 +771,10 @@ SUICIDAL = Phrase(
         r"(?:someone|others|people|his|her|their|him|them)",
         r"(?:wants?|wanting|plans?|planning|going) to end (?:his|her|my|their) life",
         r"wants? to die",
+        r"(?:end|ending|finish) it all",
+        r"(?:don'?t|dont|do not|doesn'?t|does not) want to (?:be alive|live|wake up)(?: anymore| any more)?",
+        r"(?:don'?t|dont|do not|doesn'?t|does not) want to be (?:here|around) (?:anymore|any more)",
+        r"(?:take|taking) (?:my|his|her|their) (?:own )?life",
         r"better off dead",
         r"(?:thoughts?|thinking) (?:of|about) (?:killing|hurting|harming|ending|dying)",
     ),
@@ -739,6 +793,10 @@ SI_PLAN = Phrase(
         r"rope",
         r"noose",
         r"stockpil\w*",
+        r"(?:saving|saved|hoarding|hoarded) (?:up )?(?:\w+ )?(?:pills|meds|medications|tablets)",
+        r"(?:jump|jumping) (?:off|from|in front of)",
+        r"(?:going|gonna|goig|about|trying|tried) to (?:jump|hang|shoot|drown|overdose)",
+        r"(?:overdos(?:e|ing)|(?-i:OD)) on",
         r"(?:suicide|goodbye) (?:note|letter)",
     ),
 )
@@ -824,6 +882,19 @@ CONFUSION = Phrase(
         r"(?:inappropriate (?:responses|answers|speech))",
         r"(?:answering|responding) inappropriately",
         r"floppy",
+        # lay phrasing
+        r"not making (?:any )?sense",
+        r"talking (?:nonsense|gibberish|jibberish|giberish|crazy|out of (?:his|her|their) head)",
+        r"(?:not|isn'?t|wasn'?t|not being) (?:him|her|them)sel(?:f|ves)",
+        r"not (?:his|her|their) (?:usual|normal) sel(?:f|ves)",
+        r"(?:very|really|super|so|too|extremely|unusually|abnormally|excessively|more|much more) (?:sleepy|drowsy)",
+        r"(?:sleepy|drowsy) (?:all day|than (?:usual|normal)|and (?:hard|difficult) to wake)",
+        r"keeps? (?:falling|drifting|nodding) (?:asleep|off)",
+        r"(?:can'?t|cannot|won'?t|wont|unable to) (?:stay|keep (?:his|her|their) eyes) (?:awake|open)",
+        r"(?:hard|difficult) to keep (?:him|her|them|baby) awake",
+        r"(?:doesn'?t|does not|didn'?t|did not) (?:know|recogni[sz]e) (?:where|who|what)",
+        r"(?:only )?knows (?:her|his|their) (?:own )?name",
+        r"(?:went|gone|going|became|is|was|very|completely) limp(?! (?:on|when|while|after))",
     ),
 )
 PREGNANT = Phrase(
@@ -838,6 +909,10 @@ PREGNANT = Phrase(
         r"first trimester",
         r"(?-i:IUP)",
         r"ectopic",
+        r"(?-i:G\d{1,2} ?P\d{1,2})[\w-]*,? (?:@|at) ?\d{1,2} ?(?:wks?|weeks?)",
+        r"@ ?(?:[5-9]|[1-3]\d|4[0-2]) ?(?:wks?|weeks?)(?! ago)",
+        r"(?:[5-9]|[1-3]\d|4[0-2]) ?(?:wks?|weeks?|wees) (?:pregnant|preg|along|gestation)",
+        r"(?:second|third|2nd|3rd) trimester",
     ),
 )
 ECTOPIC_SYMPTOM = Phrase(
@@ -1003,7 +1078,7 @@ DISTRESS_VISIBLE = Phrase(
         r"(?:unable to|can'?t|cannot) (?:sit|lie|stay|keep) still",
         r"(?:can'?t|cannot|unable to) get comfortable",
         r"tearful",
-        r"(?:visibly|obviously|very) uncomfortable",
+        r"(?:visibly|obviously|very|appears|looks) uncomfortable",
         r"in agony",
         r"rocking (?:back and forth|in (?:the )?(?:chair|bed))",
         r"(?:pale and )?sweating profusely",
@@ -1032,7 +1107,14 @@ SEIZURE_ACTIVE = Phrase(
         rf"(?:[5-9]|[1-9]\d)\+? ?min\w*)",
         rf"{_SEIZ} (?:without|w/o) (?:return to|regaining) (?:baseline|consciousness)",
         r"(?:no|without|w/o|not) (?:return(?:ing)?|returned) to baseline (?:in )?between",
+        r"(?:without|w/o|not|never) (?:waking(?: up)?|wak\w+ up|regaining consciousness|coming (?:to|around)|"
+        r"back to baseline) (?:in )?between",
         r"convulsing",
+        r"(?:still|continuously|continually|constantly|nonstop|non-stop|actively) (?:having |has )?"
+        r"(?:jerk(?:ing|s)|shak(?:ing|inng|in)|twitch(?:ing|es)|convuls\w*)",
+        r"(?:jerking|shaking|twitching|convulsing|fitting)(?: all over| whole body| everywhere)?"
+        r" (?:and )?(?:won'?t|wont|will not|not|doesn'?t|does not|didn'?t) stop(?:ping)?",
+        r"(?:fitting|fits?) (?:for|x|lasting|over|>) ?>? ?(?:[5-9]|[1-9]\d)\+? ?min\w*",
         r"(?:tonic[- ]clonic|rhythmic|generali[sz]ed|full[- ]body) (?:jerking|shaking|movements|activity) "
         r"(?:ongoing|on arrival|in progress|continu\w*|now|in triage)",
     ),
@@ -1092,6 +1174,130 @@ DANGEROUS_RHYTHM = Phrase(
         r"torsades",
     ),
 )
+
+CHOKING = Phrase(
+    "choking / foreign body in the airway",
+    (
+        r"chok(?:ing|ed|es)(?! (?:sensation|feeling))",
+        r"foreign body (?:in (?:the )?)?(?:airway|throat|trachea)",
+        r"(?:aspirated|inhaled) (?:a |an |the )?(?:\w+ )?(?:toy|coin|grape|nut|peanut|food|bead|piece)",
+    ),
+)
+CANNOT_VOICE = Phrase(
+    "cannot speak, cry, cough or breathe, or cyanosis",
+    (
+        r"(?:can'?t|cannot|unable to|not able to) (?:talk|speak|cry|cough|breathe|make (?:a )?sounds?)",
+        r"(?:no|silent) (?:cough|cry)",
+        r"(?:turning|turned|went|going|gone) (?:blue|purple|gr[ae]y)",
+        r"cyano\w*",
+    ),
+)
+SYNCOPE = Phrase(
+    "syncope (fainted, passed out, blacked out, LOC)",
+    (
+        r"syncop\w*",
+        r"(?:passed|passing|passes) out",
+        r"faint(?:ed|ing)(?! (?:feeling|sensation))",
+        r"(?:blacked|blacking|blacks) out",
+        r"(?-i:LOC)(?! (?:decreased|altered))",
+        r"loss of consciousness",
+        r"lost consciousness",
+        r"collaps(?:ed|ing)(?! (?:lung|vertebra\w*))",
+    ),
+)
+SYNCOPE_RISK = Phrase(
+    "cardiac features of syncope (exertion, chest pain, palpitations, dyspnea, no warning)",
+    (
+        r"(?:on|with|during|while|after) (?:exertion|exercis\w*|running|climbing)",
+        r"exertional",
+        r"palpitations?",
+        r"heart (?:racing|pounding|fluttering|skipping)",
+        r"(?:without|w/o|no) (?:warning|prodrome)",
+        r"while (?:driving|lying down|sitting)",
+    ),
+)
+_TOXIC_SUBSTANCE = (
+    r"(?:antifreeze|anti-freeze|ethylene glycol|methanol|windshield (?:washer )?fluid|wiper fluid|bleach|drain cleaner|"
+    r"oven cleaner|lye|caustic\w*|battery acid|button batter(?:y|ies)|disc batter(?:y|ies)|batter(?:y|ies)|magnets?|"
+    r"pesticides?|insecticides?|weed ?killer|herbicides?|paraquat|rat poison|rodenticides?|lamp oil|kerosene|"
+    r"gasoline|lighter fluid|paint thinner|laundry (?:pods?|detergent pods?)|detergent pods?|iron (?:pills|tablets)|"
+    r"nicotine (?:liquid|juice)|vape (?:juice|liquid)|e-?liquid|poison(?:s|ous)?(?! (?:ivy|oak|sumac|control)))"
+)
+_DRUG = (
+    r"(?:pills|tabs|tablets|capsules|caps|meds|tylenol|acetaminophen|APAP|paracetamol|aspirin|ibuprofen|advil|motrin|"
+    r"benadryl|diphenhydramine|xanax|ativan|klonopin|valium|seroquel|trazodone|ambien|amitriptyline|sertraline|"
+    r"zoloft|prozac|lithium|metoprolol|propranolol|amlodipine|digoxin|insulin|oxy\w*|percs?|percocets?|norcos?|"
+    r"vicodins?|sleeping pills|sleep aids?|iron)"
+)
+TOXIC_INGESTION = Phrase(
+    "toxic ingestion named by its substance or amount (antifreeze, caustics, button battery, magnets, >= 10 tablets)",
+    (
+        r"(?:drank|drunk|drinking|drinks|swallowed|swallowing|swallows|ingested|ingesting|ate|eaten|eating|chewed|"
+        r"chewing|bit into|sucked on)(?: (?:a|an|the|some|several|\d+|two|few|of|his|her|their|my|\w+'?s|\w+)){0,3} "
+        + _TOXIC_SUBSTANCE,
+        _TOXIC_SUBSTANCE + r" (?:ingestion|ingested|swallowed|poisoning|toxicity)",
+        r"(?:got|gotten|getting) into (?:\w+'?s? ){0,2}(?:pills?|pill ?box|pill bottle|pill organi[sz]er|meds|"
+        r"medicines?|medications?)",
+        r"(?:unknown|unsure|not sure) how many (?:pills |tabs |tablets )?(?:swallowed|taken|ingested|missing|gone)",
+        r"(?:took|swallowed|ingested|ate) (?:[1-9]\d|\d{3})\+? (?:of )?(?:(?:his|her|their|my|\w+'?s) ){0,2}" + _DRUG,
+        r"(?:took|swallowed|ate) (?:a |the )?(?:bunch|handful|lot|whole bottle|bottle|box|pack) of "
+        r"(?:(?:his|her|their|my|\w+'?s) ){0,2}" + _DRUG,
+    ),
+)
+SEXUAL_ASSAULT = Phrase(
+    "sexual assault",
+    (
+        r"sexual(?:ly)? (?:assault\w*|abused|abuse(?= (?:today|tonight|last night|this)))",
+        r"raped",
+        r"rape(?! seed)",
+        r"(?-i:SANE) (?:exam|nurse|kit)",
+        r"rape kit",
+    ),
+)
+LOWER_GI_BLEED = Phrase(
+    "GI bleeding (melena, blood in the stool, hematochezia, BRBPR)",
+    (
+        r"melena",
+        r"(?:black|tarry|maroon|bloody) (?:(?:and |, ?)?(?:black|tarry|maroon|bloody) )?"
+        r"(?:stools?|BMs?|bowel movements?|poops?)",
+        r"blood (?:in|with) (?:the |his |her |their |my )?(?:stools?|BMs?|poop|toilet)",
+        r"(?-i:BRBPR)",
+        r"h(?:a)?ematochezia",
+        r"rectal (?:bleed\w*|blood)",
+        r"bleeding (?:from|per) (?:the )?(?:rectum|bottom|back passage)",
+    ),
+)
+ORTHOSTATIC = Phrase(
+    "lightheaded, dizzy on standing, near-syncope, pale",
+    (
+        r"light-? ?headed\w*",
+        r"dizz\w*",
+        r"near[- ]?syncop\w*",
+        r"pre-?syncop\w*",
+        r"(?:almost|nearly) (?:passed|fainted|blacked)(?: out)?",
+        r"orthostatic\w*",
+        r"pale",
+        r"pallor",
+    ),
+)
+PE_RISK = Phrase(
+    "pulmonary embolism suspected or its risk (DVT, unilateral leg swelling, long travel, recent surgery, postpartum)",
+    (
+        r"pulmonary embol\w*",
+        r"(?:r/o|rule out|rule-out|concern for|suspected|suspect|possible) (?-i:PE)",
+        r"(?-i:DVT)s?",
+        r"blood clots? (?:in (?:the |his |her |my )?(?:leg|calf|lung)s?)?",
+        rf"(?:{_SIDE}|one) (?:calf|leg|thigh) (?:is )?(?:swelling|swollen|pain|painful|tender|red)",
+        rf"swollen (?:{_SIDE} )?(?:calf|leg)",
+        r"(?:long|recent|\d+[- ]?(?:hr|hour)|international|overseas) (?:flight|car ride|drive|bus ride|trip)",
+        r"(?:just |recently )?flew (?:back|home|in) from",
+        r"(?:recent|\d+ (?:days?|wks?|weeks?) (?:after|post|since)) (?:surgery|op\w*|hip replacement|knee replacement)",
+        r"post-?partum",
+        r"h(?:a)?emoptysis",
+        r"cough\w* (?:up )?blood",
+    ),
+)
+ELDERLY = AgeBand("65 years and over", 65.0, 200.0, unknown=False)
 
 # ---------------------------------------------------------------------------------------------------
 # The rules table
@@ -1171,6 +1377,58 @@ RULES: tuple[Rule, ...] = (
         summary="Anaphylaxis with stridor/airway swelling or hypotension",
     ),
     Rule("A-massive-bleeding", 1, "A", (MASSIVE_BLEEDING,), SOURCE_A, summary="Massive or arterial bleeding"),
+    Rule(
+        "A-airway-obstruction",
+        1,
+        "A",
+        (CHOKING, CANNOT_VOICE),
+        SOURCE_A,
+        summary="Choking and unable to speak, cry, cough or breathe, or turning blue",
+    ),
+    Rule(
+        "A-hypoglycemia-altered",
+        1,
+        "A",
+        (Vital("glucose", "<", 60), AnyOf((CONFUSION, UNRESPONSIVE, Vital("gcs", "<", 15)))),
+        SOURCE_A,
+        summary="Glucose < 60 mg/dL with altered mental status",
+    ),
+    Rule(
+        "A-hypotension-neonate",
+        1,
+        "A",
+        (Vital("systolic_bp", "<", 60),),
+        SOURCE_PEDS_HYPOTENSION,
+        ages=NEONATE,
+        summary="SBP < 60",
+    ),
+    Rule(
+        "A-hypotension-infant",
+        1,
+        "A",
+        (Vital("systolic_bp", "<", 70),),
+        SOURCE_PEDS_HYPOTENSION,
+        ages=INFANT_1Y,
+        summary="SBP < 70",
+    ),
+    Rule(
+        "A-hypotension-toddler",
+        1,
+        "A",
+        (Vital("systolic_bp", "<", 72),),
+        SOURCE_PEDS_HYPOTENSION,
+        ages=TODDLER_1_3,
+        summary="SBP < 72 (70 + 2 x 1 year)",
+    ),
+    Rule(
+        "A-hypotension-child",
+        1,
+        "A",
+        (Vital("systolic_bp", "<", 76),),
+        SOURCE_PEDS_HYPOTENSION,
+        ages=CHILD,
+        summary="SBP < 76 (70 + 2 x 3 years)",
+    ),
     # --- Decision point B: high risk, new confusion, severe pain/distress -> at least ESI 2 ------------
     Rule("B-thunderclap", 2, "B", (THUNDERCLAP,), SOURCE_B, summary="Thunderclap / worst headache of life"),
     Rule(
@@ -1282,6 +1540,50 @@ RULES: tuple[Rule, ...] = (
     Rule("B-limb-threat", 2, "B", (LIMB_THREAT,), SOURCE_B, summary="Open fracture, pulseless limb, compartment"),
     Rule("B-dangerous-rhythm", 2, "B", (DANGEROUS_RHYTHM,), SOURCE_B, summary="Complete heart block or VT"),
     Rule("B-hypothermia", 2, "B", (Vital("temperature_c", "<", 35.0),), SOURCE_B, summary="Temperature < 35 C"),
+    Rule("B-syncope-elderly", 2, "B", (SYNCOPE,), SOURCE_B, ages=ELDERLY, summary="Syncope at 65 or older"),
+    Rule(
+        "B-syncope-cardiac",
+        2,
+        "B",
+        (SYNCOPE, AnyOf((SYNCOPE_RISK, CHEST_PAIN, CARDIAC_HISTORY, DYSPNEA, Vital("heart_rate", "<", 50)))),
+        SOURCE_B,
+        summary="Syncope with exertion, palpitations, no warning, chest pain, dyspnea, cardiac history or HR < 50",
+    ),
+    Rule(
+        "B-toxic-ingestion",
+        2,
+        "B",
+        (TOXIC_INGESTION,),
+        SOURCE_B,
+        summary="Ingestion of a toxic substance, a button battery or magnets, or of 10 or more tablets",
+    ),
+    Rule("B-sexual-assault", 2, "B", (SEXUAL_ASSAULT,), SOURCE_B, summary="Sexual assault"),
+    Rule(
+        "B-gi-bleed-unstable",
+        2,
+        "B",
+        (
+            LOWER_GI_BLEED,
+            AnyOf(
+                (
+                    ORTHOSTATIC,
+                    SYNCOPE,
+                    Vital("heart_rate", ">", 100),
+                    Vital("systolic_bp", "<", 100),
+                )
+            ),
+        ),
+        SOURCE_B,
+        summary="Melena or rectal bleeding with lightheadedness, syncope, HR > 100 or SBP < 100",
+    ),
+    Rule(
+        "B-pe-suspected",
+        2,
+        "B",
+        (AnyOf((CHEST_PAIN, DYSPNEA)), PE_RISK),
+        SOURCE_B,
+        summary="Chest pain or dyspnea with PE risk (DVT, one swollen leg, long travel, surgery, postpartum)",
+    ),
     # --- Decision point D: danger-zone vitals by age -> consider ESI 2 ---------------------------------
     Rule("D-infant-hr", 2, "D", (Vital("heart_rate", ">", 180),), SOURCE_D, ages=INFANT, summary="HR > 180"),
     Rule("D-infant-rr", 2, "D", (Vital("resp_rate", ">", 50),), SOURCE_D, ages=INFANT, summary="RR > 50"),
@@ -1340,7 +1642,7 @@ _PSEUDO_AFTER_NOT = (
 _PRE_CUE = re.compile(
     r"(?<![\w/])(?:"
     r"(?P<nka>no known (?:drug )?allergies|(?-i:NKA|NKDA))|"
-    r"(?P<family>family (?:hx|history|med(?:ical)? history)|fam(?:ily)? hx|(?-i:FHx?|FMHx)|"
+    r"(?P<family>(?:family|famly|famliy|fmaily) (?:hx|history|med(?:ical)? history)|fam(?:ily)? hx|(?-i:FHx?|FMHx)|"
     r"(?:mother|father|mom|dad|brother|sister|sibling|grand(?:mother|father|ma|pa)|aunt|uncle|parents?|"
     r"son|daughter|wife|husband|spouse)(?:'s)? (?:hx|history|had|died (?:of|from)|passed (?:away )?(?:of|from)|"
     r"(?:w/|with) (?:a )?(?:hx|history)))"
@@ -1377,6 +1679,9 @@ _NEW_STATEMENT = re.compile(
 # History lists are diagnoses; a segment opening with a participle or adjective describes today
 # ("hx seizures, seizing now", "hx transplant, febrile").
 _STATE_START = re.compile(r"\s*\w+(?:ing|ed|ic|ile|ive|ous)\b", re.IGNORECASE)
+# A history cue that is an adjective ("known AAA", "chronic cough", "prior MI") qualifies the words that
+# follow it, not the next item of a comma list ("known peanut allergic, tongue swelling").
+_ADJECTIVE_HISTORY_CUE = re.compile(r"known|remote|prior|previous(?:ly)?|old", re.IGNORECASE)
 # Between a history cue and a finding, these mark the finding as new.
 _DIAGNOSIS_LIST_CUE = re.compile(r"h/o|hx|history|PMH|PHx|PSH|past|prior|previous|remote", re.IGNORECASE)
 _HISTORY_STOP = re.compile(r"(?<!\w)(?:new|acute|recent(?:ly)?|worsening|since)(?!\w)", re.IGNORECASE)
@@ -1437,6 +1742,8 @@ def _in_scope(cue: str, between: str, finding: str, kind: str) -> bool:
     parts = between.split(",")
     if len(parts) == 1:
         return True
+    if kind == "hist" and _ADJECTIVE_HISTORY_CUE.fullmatch(cue):
+        return False
     if kind == "allergy":  # an allergy list reaches a reaction in brackets: "PCN, sulfa (anaphylaxis)"
         return bool(re.search(r"[(:\-]\s*$", between))
     if len(parts[-1].split()) > _LEAD_WORDS:

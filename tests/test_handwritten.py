@@ -1,4 +1,5 @@
-"""The hand-written triage evaluation set loads, is well-formed and stays within the intake bounds."""
+"""The hand-written triage evaluation set and the development fixture load, are well-formed, stay within the
+intake bounds and stay apart."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from engine.triage_input import TriageInput
-from training.handwritten import ARRIVAL_MODES, DEFAULT_PATH, HandwrittenNote, load_handwritten
+from training.handwritten import (
+    ARRIVAL_MODES,
+    DEFAULT_PATH,
+    DEV_PATH,
+    HandwrittenNote,
+    load_dev_notes,
+    load_handwritten,
+)
 
 # Bounds the intake contract accepts; (low, high, must be an integer).
 VITAL_BOUNDS = {
@@ -124,3 +132,55 @@ def test_loads_from_an_explicit_path(tmp_path: Path) -> None:
     path.write_text(json.dumps(row) + "\n\n", encoding="utf-8")
     (loaded,) = load_handwritten(path)
     assert loaded.age == pytest.approx(0.038) and loaded.vitals == {}
+
+
+# --- the development fixture (training/data/triage_dev_notes.jsonl) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dev_notes() -> list[HandwrittenNote]:
+    return load_dev_notes()
+
+
+def test_dev_fixture_is_its_own_file_with_dev_ids(dev_notes: list[HandwrittenNote]) -> None:
+    assert DEV_PATH != DEFAULT_PATH
+    assert len(dev_notes) >= 60
+    ids = [n.id for n in dev_notes]
+    assert len(set(ids)) == len(ids)
+    assert all(i.startswith("dev-") for i in ids)
+
+
+def test_dev_fixture_shares_no_note_or_id_with_the_evaluation_set(
+    notes: list[HandwrittenNote], dev_notes: list[HandwrittenNote]
+) -> None:
+    assert not {n.id for n in notes} & {n.id for n in dev_notes}
+    evaluation = {n.note.strip().lower() for n in notes}
+    shared = [n.id for n in dev_notes if n.note.strip().lower() in evaluation]  # ids only: never print those notes
+    assert not shared, f"development notes that copy an evaluation note: {shared}"
+
+
+def test_dev_fixture_rows_are_well_formed(dev_notes: list[HandwrittenNote]) -> None:
+    with DEV_PATH.open(encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    allowed = {"A": {1}, "B": {2}, "D": {2}, "C": {3, 4, 5}}
+    for row, n in zip(rows, dev_notes, strict=True):
+        assert set(row) <= FIELDS and FIELDS - {"vitals"} <= set(row), n.id
+        for key, value in n.vitals.items():
+            low, high, _ = VITAL_BOUNDS[key]
+            assert low <= value <= high, (n.id, key)
+        assert n.note.strip() and n.reason.strip(), n.id
+        assert n.age is None or 0 <= n.age <= 120, n.id
+        assert n.sex in {"F", "M", None}, n.id
+        assert n.arrival_mode is None or n.arrival_mode in ARRIVAL_MODES, n.id
+        assert n.esi in allowed[n.decision_point], n.id
+    assert all(any(n.esi == level for n in dev_notes) for level in range(1, 6))
+
+
+def test_development_seeds_are_used_by_nothing_else() -> None:
+    from training import evaluate_triage, triage_dev
+    from training.train_triage import TrainConfig
+
+    cfg = TrainConfig(out=Path("unused"))
+    used = {cfg.seed, cfg.seed + 1, cfg.seed + 2, evaluate_triage.FRESH_SEED}
+    assert used <= triage_dev.RESERVED_SEEDS
+    assert not set(triage_dev.DEV_SEEDS) & triage_dev.RESERVED_SEEDS

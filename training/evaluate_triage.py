@@ -5,12 +5,17 @@
 Three sets, reported separately:
 
 - `synthetic test`: the held-out test split of the generator (`train_triage.make_splits`: phrasing
-  templates never seen in training). The safety net's rules were debugged while looking at notes
-  drawn from the same facts (seed 9), so its figures with the net are optimistic;
+  templates never seen in training). The safety net's first rules were debugged while looking at
+  notes drawn from the same facts (seed 9), so its figures with the net are optimistic; later rules
+  were designed on the development set of `training.triage_dev` only;
 - `synthetic fresh`: `generate(2000, FRESH_SEED, "test")`, drawn for this report and looked at by
   nobody while the model or the rules were made;
 - `handwritten`: `training/data/triage_handwritten.jsonl`, 180 notes written by hand in styles the
   generator does not produce. Evaluation only: nothing is trained, tuned or chosen on it.
+
+None of the three is read for misses, rule design or threshold choice; that is what the development
+set is for (`python -m training.triage_dev --misses`). The report is written to
+`<model>/evaluation.json` (or `--out`) and its tables printed in the card's format.
 
 Every input is built as a worker builds it (`training.served`). For each set: the model alone (its
 argmax), the model with the clinical safety net (`engine.triage_safety`, what a worker serves), the

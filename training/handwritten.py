@@ -1,8 +1,12 @@
-"""Loader for the hand-written triage evaluation set (`training/data/triage_handwritten.jsonl`).
+"""Loaders for the hand-written triage notes: the evaluation set and the development fixture.
 
-The set is evaluation-only: it is never used for training, rule tuning or threshold choice (see
-`training/data/README.md`). Each line is one note written by hand with its ESI label, the decision point
-that set it and the reason.
+- `training/data/triage_handwritten.jsonl` (`load_handwritten`): evaluation only; never used for
+  training, rule tuning or threshold choice (see `training/data/README.md`).
+- `training/data/triage_dev_notes.jsonl` (`load_dev_notes`): development only; the safety net's rules
+  are designed and checked on it (with the synthetic development sets of `training.triage_dev`). Its
+  ids start with "dev-", and it is never mixed into the evaluation set.
+
+Each line is one note written by hand with its ESI label, the decision point that set it and the reason.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 from engine.triage_input import TriageInput
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "triage_handwritten.jsonl"
+DEV_PATH = Path(__file__).resolve().parent / "data" / "triage_dev_notes.jsonl"
 
 # Fixture arrival codes -> the spelling the intake systems (and the synthetic generator) use.
 ARRIVAL_MODES = {
@@ -75,3 +80,8 @@ def load_handwritten(path: Path | str | None = None) -> list[HandwrittenNote]:
     source = Path(path) if path is not None else DEFAULT_PATH
     with source.open(encoding="utf-8") as fh:
         return [_from_row(json.loads(line)) for line in fh if line.strip()]
+
+
+def load_dev_notes(path: Path | str | None = None) -> list[HandwrittenNote]:
+    """Every note of the hand-written development fixture, in file order (development only)."""
+    return load_handwritten(DEV_PATH if path is None else path)
