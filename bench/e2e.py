@@ -1,6 +1,7 @@
 """End-to-end benchmark: engine alone, inferq end to end, a naive Celery worker, realtime latency.
 
-    .venv/bin/python bench/e2e.py [--quick | --smoke] [--redis-url redis://127.0.0.1:6379/11]
+    .venv/bin/python bench/e2e.py [--quick | --smoke] [--redis-url URL]
+    .venv/bin/python bench/e2e.py --sweep [--plot DIR] [--seconds S]
 
 One run on one machine, real worker processes (`python -m worker.app`) over a real Redis:
 
@@ -17,12 +18,19 @@ One run on one machine, real worker processes (`python -m worker.app`) over a re
       with one torch thread each;
   (e) batch-lane fraud throughput end to end with 128-event histories, two worker processes.
 
+With `--sweep` it runs only (f): one worker process (both lanes, both kinds), and per lane an
+open-loop producer at each of a few offered loads in turn (realtime: fraud, batch: triage, each lane's
+default kind), measuring p50 / p99 latency (submit to result at the producer) and the answered rate;
+the batch sizes come from the worker's own `batch.done` log lines. `--plot DIR` writes
+DIR/latency_throughput.png and DIR/batch_sizes.png from that run (`bench/plots.py`).
+
 Everything runs in one Redis database (flushed before and after) that nothing else may use.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -38,6 +46,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +239,7 @@ class InferqWorker(Proc):
     """`python -m worker.app` for some kinds and lanes, with `threads` torch threads."""
 
     def __init__(self, name: str, url: str, kinds: list[str], lanes: list[str], threads: int, log_dir: Path,
-                 nice: int = 0) -> None:
+                 nice: int = 0, log_level: str = "WARNING") -> None:
         self.port = free_port()
         env = {
             "INFERQ_NICE": str(nice),
@@ -239,7 +248,7 @@ class InferqWorker(Proc):
             "INFERQ_LANES": json.dumps(lanes),
             "INFERQ_METRICS_PORT": str(self.port),
             "INFERQ_DEVICE": "cpu",
-            "INFERQ_LOG_LEVEL": "WARNING",
+            "INFERQ_LOG_LEVEL": log_level,
             "OMP_NUM_THREADS": str(threads),
         }
         super().__init__(name, [sys.executable, "-m", "worker.app", "--name", name], env, log_dir)
@@ -429,23 +438,8 @@ class ReplyReader(threading.Thread):
 def steady_fraud(
     url: str, pool: Sequence[dict[str, Any]], rate: float, seconds: float
 ) -> tuple[dict[str, float], ReplyReader]:
-    """Open-loop producer: one fraud task every 1/rate s (never waiting for results)."""
-    reply_to = f"{RESULTS_PREFIX}bench-latency-{uuid.uuid4().hex}"
-    reader = ReplyReader(url, reply_to)
-    reader.start()
-    sent: dict[str, float] = {}
-    with InferqClient(url) as client:
-        due = time.perf_counter()
-        end = due + seconds
-        while due < end:
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            task_id = uuid.uuid4().hex
-            sent[task_id] = time.perf_counter()
-            client.submit("fraud", {**pool[len(sent) % len(pool)], "reply_to": reply_to}, task_id=task_id)
-            due += 1.0 / rate
-    return sent, reader
+    """Open-loop producer: one fraud task every 1/rate s on the realtime lane (never waiting for results)."""
+    return steady(url, "fraud", "realtime", pool, rate, seconds)
 
 
 def realtime_latency(url: str, scale: Scale, log_dir: Path) -> LatencyFigure:
@@ -473,6 +467,128 @@ def realtime_latency(url: str, scale: Scale, log_dir: Path) -> LatencyFigure:
     statuses["missing"] = len(sent) - len(latencies)
     rate = len(sent) / scale.latency_s
     return LatencyFigure(latencies, len(sent), rate, answered, scale.backlog, statuses, reader.timings)
+
+
+# -- (f) latency against offered load, per lane ------------------------------------------------------
+
+# Offered loads (tasks/s) per lane, from well under one worker's capacity on the shared 2-core machine
+# to past it, and the kind each lane carries by default.
+SWEEP_RATES: dict[str, tuple[float, ...]] = {"realtime": (10.0, 25.0, 50.0, 100.0), "batch": (2.0, 5.0, 10.0, 20.0)}
+SWEEP_KIND: dict[str, str] = {"realtime": "fraud", "batch": "triage"}
+SWEEP_DRAIN_S = 60.0  # after the offered window, how long the answers of an overloaded point may take
+
+
+@dataclass
+class SweepPoint:
+    lane: str
+    offered: float
+    sent: int
+    answered: int
+    achieved: float  # answered / (last answer - first submit)
+    p50_ms: float
+    p99_ms: float
+    batch_sizes: list[int]
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def steady(url: str, kind: str, lane: str, pool: Sequence[dict[str, Any]], rate: float,
+           seconds: float) -> tuple[dict[str, float], ReplyReader]:
+    """Open-loop producer on one lane: one task every 1/rate s, never waiting for results."""
+    reply_to = f"{RESULTS_PREFIX}bench-sweep-{uuid.uuid4().hex}"
+    reader = ReplyReader(url, reply_to)
+    reader.start()
+    sent: dict[str, float] = {}
+    with InferqClient(url) as client:
+        due = time.perf_counter()
+        end = due + seconds
+        while due < end:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            task_id = uuid.uuid4().hex
+            sent[task_id] = time.perf_counter()
+            client.submit(kind, {**pool[len(sent) % len(pool)], "reply_to": reply_to}, task_id=task_id, lane=lane)
+            due += 1.0 / rate
+    return sent, reader
+
+
+def logged_batch_sizes(log_path: Path, offset: int, lane: str) -> tuple[list[int], int]:
+    """Sizes of the batches a worker logged (`batch.done`) for `lane` after byte `offset`; the new offset."""
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        data = log.read()
+    sizes = []
+    for line in data.splitlines():
+        if b'"batch.done"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "batch.done" and record.get("lane") == lane:
+            sizes.append(int(record["size"]))
+    return sizes, offset + len(data)
+
+
+def sweep_point(url: str, worker: InferqWorker, lane: str, rate: float, seconds: float,
+                pool: Sequence[dict[str, Any]]) -> SweepPoint:
+    offset = worker.log_path.stat().st_size
+    sent, reader = steady(url, SWEEP_KIND[lane], lane, pool, rate, seconds)
+    deadline = time.monotonic() + SWEEP_DRAIN_S
+    while len(reader.arrived) < len(sent) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reader.stop.set()
+    reader.join(2.0)
+    arrived = {t: reader.arrived[t][0] for t in sent if t in reader.arrived}
+    latencies = [(arrived[t] - s) * 1000.0 for t, s in sent.items() if t in arrived]
+    span = (max(arrived.values()) - min(sent.values())) if arrived else float("nan")
+    time.sleep(0.5)  # the worker's log lines of the last batches
+    sizes, _ = logged_batch_sizes(worker.log_path, offset, lane)
+    return SweepPoint(lane, rate, len(sent), len(latencies), len(latencies) / span if arrived else 0.0,
+                      percentile(latencies, 0.5), percentile(latencies, 0.99), sizes)
+
+
+def sweep(url: str, seconds: float, plot_dir: Path | None,
+          rates: dict[str, tuple[float, ...]] = SWEEP_RATES) -> list[SweepPoint]:
+    """(f): latency against offered load on each lane, one worker serving both lanes and both kinds."""
+    started = time.time()
+    redis.Redis.from_url(url).flushdb()
+    log_dir = Path(tempfile.mkdtemp(prefix="inferq-bench-"))
+    pools = {"fraud": fraud_requests(256, seed=21), "triage": triage_requests(256, seed=22)}
+    worker = InferqWorker("sweep", url, ["fraud", "triage"], ["realtime", "batch"], TORCH_THREADS, log_dir,
+                          log_level="INFO")
+    points: list[SweepPoint] = []
+    try:
+        wait_ready([worker])
+        for lane, lane_rates in rates.items():
+            for rate in lane_rates:
+                point = sweep_point(url, worker, lane, rate, seconds, pools[SWEEP_KIND[lane]])
+                points.append(point)
+                mean = sum(point.batch_sizes) / len(point.batch_sizes) if point.batch_sizes else float("nan")
+                print(
+                    f"(f) {lane:8s} {SWEEP_KIND[lane]:6s} offered {rate:6.1f}/s for {seconds:.0f}s: "
+                    f"{point.answered}/{point.sent} answered, {point.achieved:7.1f}/s answered, "
+                    f"p50 {point.p50_ms:8.1f} ms, p99 {point.p99_ms:8.1f} ms, "
+                    f"{len(point.batch_sizes)} batches (mean {mean:.1f}, max {max(point.batch_sizes, default=0)})",
+                    flush=True,
+                )
+    finally:
+        worker.close()
+    if plot_dir is not None:
+        from bench.plots import batch_sizes, latency_vs_throughput
+
+        caption = (f"`bench/e2e.py {' '.join(sys.argv[1:])}`, {datetime.fromtimestamp(started, UTC):%Y-%m-%d %H:%M} "
+                   f"UTC, {os.cpu_count()} CPUs shared, one worker, {TORCH_THREADS} torch thread, "
+                   f"{seconds:g}s per load")
+        by_lane = {lane: [p.as_json() for p in points if p.lane == lane] for lane in rates}
+        print(f"wrote {latency_vs_throughput(by_lane, caption, plot_dir / 'latency_throughput.png')}")
+        sizes = {f"{lane} ({SWEEP_KIND[lane]})": {f"at {p.offered:g}/s": p.batch_sizes
+                                                  for p in points if p.lane == lane} for lane in rates}
+        print(f"wrote {batch_sizes(sizes, caption, plot_dir / 'batch_sizes.png')}")
+        (plot_dir / "sweep.json").write_text(json.dumps([p.as_json() for p in points], indent=1) + "\n")
+    return points
 
 
 # -- report -----------------------------------------------------------------------------------------
@@ -576,24 +692,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     size.add_argument("--smoke", action="store_true", help="tiny task counts: checks that every part runs")
     parser.add_argument(
         "--redis-url",
-        default=os.environ.get("INFERQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11"),
-        help="a Redis database the benchmark may flush (default db 11)",
+        default=os.environ.get("INFERQ_BENCH_REDIS_URL"),
+        help="a Redis database the benchmark may flush (default: a free database index claimed as the tests "
+        "claim one, tests/conftest.py)",
     )
     parser.add_argument(
         "--latency-only", type=float, metavar="RATE", help="run only (d), at RATE fraud tasks per second"
     )
+    parser.add_argument("--sweep", action="store_true", help="run only (f): latency against offered load per lane")
+    parser.add_argument("--seconds", type=float, default=8.0, help="(f): seconds of traffic per offered load")
+    for lane, default in SWEEP_RATES.items():
+        parser.add_argument(f"--{lane}-rates", type=float, nargs="+", default=list(default), metavar="RATE",
+                            help=f"(f): offered loads on the {lane} lane, tasks/s "
+                            f"(default {' '.join(map(str, default))})")
+    parser.add_argument("--plot", type=Path, metavar="DIR",
+                        help="with --sweep: write latency_throughput.png, batch_sizes.png and sweep.json to DIR")
     args = parser.parse_args(argv)
+    if args.plot is not None and not args.sweep:
+        parser.error("--plot draws the sweep's figures: give --sweep as well")
     scale = SMOKE if args.smoke else QUICK if args.quick else FULL
-    try:
-        if args.latency_only is not None:
-            scale = dataclasses.replace(scale, fraud_rate=args.latency_only)
-            log_dir = Path(tempfile.mkdtemp(prefix="inferq-bench-"))
-            report_latency(realtime_latency(args.redis_url, scale, log_dir), scale)
-        else:
-            run(args.redis_url, scale)
-    finally:
-        redis.Redis.from_url(args.redis_url).flushdb()
+    with _database(args.redis_url) as url:
+        try:
+            if args.sweep:
+                sweep(url, args.seconds, args.plot,
+                  {"realtime": tuple(args.realtime_rates), "batch": tuple(args.batch_rates)})
+            elif args.latency_only is not None:
+                scale = dataclasses.replace(scale, fraud_rate=args.latency_only)
+                log_dir = Path(tempfile.mkdtemp(prefix="inferq-bench-"))
+                report_latency(realtime_latency(url, scale, log_dir), scale)
+            else:
+                run(url, scale)
+        finally:
+            redis.Redis.from_url(url).flushdb()
     return 0
+
+
+def _database(url: str | None) -> contextlib.AbstractContextManager[str]:
+    """`url` as given, else a database index of its own on the test Redis (released at the end)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import claimed_database
+
+    return claimed_database(url)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Dynamic sparse attention against dense scaled_dot_product_attention, one layer and the fraud model.
 
     .venv/bin/python bench/sparse.py [--device cpu|cuda] [--quick] [--lengths L ...] [--threads N] [--batch B]
+                                     [--plot DIR]
     .venv/bin/python bench/sparse.py --runner [--threads 1] [--repeats 9]
 
 For every length L in 512 ... 8192 (batch B, default 1: one history per scored transaction),
@@ -27,6 +28,9 @@ passes with `engine.batching.plan_batch` (least padded cost, each pass charged i
 worker does, and computes only the transaction's row of the last layer. Time is CPU time of
 the calling thread (`time.thread_time`), min and median of `--repeats`, the two alternating.
 
+With `--plot DIR` it also writes DIR/sparse_vs_dense.png: time against L for both scopes, sparse
+and dense, captioned with the command and the time of the run (`bench/plots.py`).
+
 On a CPU shared with other busy processes, run with `OMP_WAIT_POLICY=PASSIVE` (or `--threads 1`):
 OpenMP's default spin-then-wait makes every parallel region wait for a descheduled thread, which
 swamps small kernels, and the sparse layer runs many of them.
@@ -50,6 +54,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from engine.batching import BatchLimits, fits, plan_batch  # noqa: E402
@@ -178,12 +183,20 @@ def format_row(scope: str, length: int, batch: int, row: dict[str, float]) -> st
     )
 
 
-def baseline_logits(model: FraudTransformer, cat: torch.Tensor, num: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def baseline_logits(model: FraudTransformer, cat: torch.Tensor, num: torch.Tensor, mask: torch.Tensor,
+                    agg: torch.Tensor | None) -> torch.Tensor:
     """The fraud model's logits with every row of every layer computed: the pre-`forward_last` path."""
-    x = model.embed(cat, num) * mask.unsqueeze(-1).to(num.dtype)  # (B, L, D)
-    for layer in model.layers:
-        x = layer(x, mask)
-    return model.head(model.ln_f(x[:, -1])).squeeze(-1)  # (B,)
+    last = model.layers[-1]
+
+    def whole_layer(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return last(x, m)[:, -1]  # every row, then the transaction's
+
+    last.forward_last = whole_layer  # type: ignore[method-assign]
+    try:
+        logits: torch.Tensor = model(cat, num, mask, agg)
+    finally:
+        del last.forward_last
+    return logits
 
 
 def runner_cases(runner: FraudRunner) -> dict[str, list[PreparedFraud]]:
@@ -216,7 +229,10 @@ def run_baseline(runner: FraudRunner, batch: list[PreparedFraud]) -> None:
     for idx in greedy_passes(padded, runner.pass_limits):
         items = [(batch[i].features.cat, batch[i].features.num) for i in idx]
         cat, num, mask = collate(items, runner.model.cfg.block_size)
-        torch.sigmoid(baseline_logits(runner.model, cat, num, mask)).tolist()
+        agg = None
+        if runner.model.cfg.n_aggregates:
+            agg = torch.from_numpy(np.stack([batch[i].aggregates for i in idx]))  # type: ignore[arg-type]
+        torch.sigmoid(baseline_logits(runner.model, cat, num, mask, agg)).tolist()
 
 
 def run_engine(runner: FraudRunner, batch: list[PreparedFraud]) -> None:
@@ -226,6 +242,7 @@ def run_engine(runner: FraudRunner, batch: list[PreparedFraud]) -> None:
 
 def bench_runner(repeats: int) -> None:
     runner = load_fraud(REPO / "models" / "fraud", device="cpu")
+    runner.explain_top = 0  # forward passes only on both sides: evidence is a backward pass of its own
     threads = torch.get_num_threads()
     print(f"fraud runner, torch {torch.__version__}, threads {threads}, CPU ms per batch (min / median of {repeats})")
     print(f"{'case':<22}{'baseline':>18}{'engine':>18}{'speed-up':>10}")
@@ -274,6 +291,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=None, help="timed passes per variant (default 7, quick 3)")
     p.add_argument("--runner", action="store_true", help="time the fraud runner against its baseline instead")
+    p.add_argument("--plot", type=Path, metavar="DIR", help="write DIR/sparse_vs_dense.png (time against L)")
     p.add_argument("--probe", nargs=3, metavar=("SCOPE", "KIND", "L"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.repeats is None:
@@ -292,11 +310,22 @@ def main() -> None:
         bench_runner(args.repeats)
         return
     device = torch.device(args.device)
+    started = datetime.now(UTC)
     print(describe(args, device))
     print(HEADER, flush=True)
+    rows: list[dict[str, float | str]] = []
     for scope in SCOPES:
         for length in args.lengths or (QUICK_LENGTHS if args.quick else LENGTHS):
-            print(format_row(scope, length, args.batch, measure(scope, length, args, device)), flush=True)
+            row = measure(scope, length, args, device)
+            rows.append({"scope": scope, "length": length, **row})
+            print(format_row(scope, length, args.batch, row), flush=True)
+    if args.plot:
+        from bench.plots import sparse_scaling
+
+        caption = (f"`bench/sparse.py {' '.join(sys.argv[1:])}`, {started:%Y-%m-%d %H:%M} UTC, device {device}, "
+                   f"{torch.get_num_threads()} thread(s), torch {torch.__version__}, batch {args.batch}, "
+                   f"median of {args.repeats}")
+        print(f"wrote {sparse_scaling(rows, caption, args.plot / 'sparse_vs_dense.png')}")
 
 
 if __name__ == "__main__":

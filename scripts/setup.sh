@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (Python 3.11+) and installs inferq with its test tools. Safe to run again:
+# Creates .venv (Python 3.11+) and installs inferq with its test tools (the `dev` extra, which
+# includes matplotlib for the benchmarks' plots). Safe to run again:
 # it reinstalls only when pyproject.toml changed since the last successful run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +32,5 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
     pipi torch==2.13.0
 fi
 pipi -e '.[dev]'
-.venv/bin/python -c 'import torch, celery, contracts, engine, worker' || { echo "setup: install failed" >&2; exit 1; }
+.venv/bin/python -c 'import torch, celery, contracts, engine, worker, matplotlib' || { echo "setup: install failed" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -134,3 +135,36 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     finally:
         client.flushdb()
         client.close()
+
+
+# The worker's side of the test database, for modules that drive ingress and publishing directly.
+# `ingress` and `publisher` take the requesting module's `settings` fixture; a module that needs
+# another kind of `client` or `ingress` defines its own.
+
+
+@pytest.fixture
+def client(redis_client: redis.Redis, redis_url: str) -> Iterator[redis.Redis]:
+    """The worker's own kind of client on the (flushed) test database: replies as bytes."""
+    from worker.config import Settings
+    from worker.connection import redis_client as connect
+
+    conn = connect(redis_url, Settings(redis_url=redis_url))
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def ingress(client: redis.Redis, settings: Any) -> Any:
+    """An `Ingress` named worker-a, its consumer groups created."""
+    from worker.ingress import Ingress
+
+    found = Ingress(client, "worker-a", settings)
+    found.ensure_groups()
+    return found
+
+
+@pytest.fixture
+def publisher(client: redis.Redis, settings: Any) -> Any:
+    from worker.outcomes import Publisher
+
+    return Publisher(client, settings)

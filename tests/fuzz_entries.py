@@ -95,13 +95,15 @@ class Expect:
 
     `stream` is None when the entry must get no result anywhere; otherwise exactly one result, on
     `stream`, with a status in `statuses` and (unless ok) an error code in `codes`. `deadletter`
-    holds the allowed dead-letter codes; empty, the entry must not be dead-lettered.
+    holds the allowed dead-letter codes; empty, the entry must not be dead-lettered. `kind` names the
+    kind an answer of a task name inferq does not run is filed under (None: the task's own).
     """
 
     stream: str | None
     statuses: frozenset[str] = frozenset()
     codes: frozenset[str] = frozenset()
     deadletter: frozenset[str] = frozenset()
+    kind: Kind | None = None
 
     def label(self) -> str:
         parts = []
@@ -341,6 +343,9 @@ def _read_envelope(fields: Mapping[bytes, bytes]) -> _Read:
         read.task = name
     if (task_id := _nonempty_str(headers.get("id"))) is not None:
         read.task_id, read.id_problem = _text_id(task_id)
+    if headers.get("eta") is not None or headers.get("compression") is not None:
+        read.problems = frozenset({E.MALFORMED})  # countdown/eta and compressed bodies are refused
+        return read
     read.problems, read.request = _envelope_request(message)
     read.readable = not read.problems
     return read
@@ -393,9 +398,29 @@ def _origin_ms(fields: Mapping[bytes, bytes]) -> int | None:
     return min(int(value.split(b"-")[0]), int(time.time() * 1000))
 
 
-def expect_entry(pairs: Pairs, verdict: Verdict | None = None) -> Expect:
-    """What the wire format promises for this entry; `verdict` overrides the request's judgement
-    (a generator that made one known contract violation states its documented code)."""
+# The kind each lane is the default lane of: an unknown task name's answer is filed under it when its
+# request looks like neither kind.
+KIND_OF_LANE: Final[dict[str, Kind]] = {"realtime": "fraud", "batch": "triage"}
+
+
+def _unknown_task(lane: Lane, request: Any, own: str | None, asked: Any) -> Expect:
+    """A task name inferq does not run, with a usable id: answered `invalid` `unknown_task` on its
+    reply_to, else on the stream of the kind its request looks like (`note` / `transaction`), else of
+    the kind whose default lane it was queued on."""
+    looks = request if isinstance(request, dict) else {}
+    if ("transaction" in looks) != ("note" in looks):
+        kind: Kind = "fraud" if "transaction" in looks else "triage"
+    else:
+        kind = KIND_OF_LANE[lane]
+    stream = own if reply_to_ok(own) else asked if reply_to_ok(asked) else results_stream(kind)
+    if stream == OCCUPIED:
+        return Expect(None, deadletter=frozenset({E.BAD_REPLY_TO}))
+    return Expect(stream, frozenset({"invalid"}), frozenset({E.UNKNOWN_TASK}), kind=kind)
+
+
+def expect_entry(pairs: Pairs, verdict: Verdict | None = None, lane: Lane = "batch") -> Expect:
+    """What the wire format promises for this entry on `lane`; `verdict` overrides the request's
+    judgement (a generator that made one known contract violation states its documented code)."""
     fields = dict(pairs)
     if sum(len(n) + len(v) for n, v in pairs) > MAX_ENTRY_BYTES:
         # Refused unread: only the plain task and id fields can name it.
@@ -416,6 +441,8 @@ def expect_entry(pairs: Pairs, verdict: Verdict | None = None) -> Expect:
         if answerable and stream != OCCUPIED:
             return Expect(stream, frozenset({"failed"}), letter, letter)
         return Expect(None, deadletter=letter | ({E.BAD_REPLY_TO} if stream == OCCUPIED else frozenset()))
+    if read.task_id is not None and kind is None:
+        return _unknown_task(lane, read.request, own, asked)
     if not answerable:
         reason = read.id_problem if read.task_id is None else E.UNKNOWN_TASK
         return Expect(None, deadletter=frozenset({str(reason)}) | read.problems)
@@ -424,6 +451,8 @@ def expect_entry(pairs: Pairs, verdict: Verdict | None = None) -> Expect:
         return Expect(None, deadletter=frozenset({E.BAD_REPLY_TO}))
     if read.problems:
         judged = Verdict.invalid(*read.problems)
+    elif b"reply_to" in fields and not reply_to_ok(own):
+        judged = Verdict.invalid(E.BAD_REPLY_TO)  # the entry's own field names no result stream
     elif verdict is not None:
         judged = verdict
     else:
@@ -953,7 +982,7 @@ def raw_id(draw: st.DrawFn) -> Draft:
 
 @st.composite
 def raw_task(draw: st.DrawFn) -> Draft:
-    """Task names inferq does not run (or none): dead-lettered unknown_task."""
+    """Task names inferq does not run (or none): answered invalid unknown_task."""
     kind = draw(kinds)
     request = dumps(expired(_request(draw, kind)), draw(styles))
     name = draw(st.one_of(st.sampled_from(NEAR_MISS_TASKS).map(str.encode), st.binary(max_size=40),
@@ -1370,9 +1399,9 @@ def _token(rng: random.Random) -> str:
 def finish(cls: str, token: str, draft: Draft) -> FuzzEntry:
     """The entry with its token in place of PLACEHOLDER, and its oracle."""
     pairs = tuple((name, value.replace(PH, token.encode())) for name, value in draft.pairs)
-    expect = expect_entry(pairs, draft.verdict)
+    expect = expect_entry(pairs, draft.verdict, draft.lane)
     read = _read_entry(pairs)
-    kind = KIND_OF_TASK.get(read.task or "")
+    kind = KIND_OF_TASK.get(read.task or "") or expect.kind
     reference = None
     if kind is not None and read.readable and isinstance(read.request, dict) and "ok" in expect.statuses:
         reference = (kind, read.request)

@@ -10,7 +10,7 @@ import pytest
 
 from worker.cli import build_parser
 
-SUBCOMMANDS = ["worker", "submit", "schema", "server", "demo"]
+SUBCOMMANDS = ["worker", "submit", "usage", "schema", "server", "demo"]
 
 
 def _inferq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -303,3 +303,62 @@ def test_an_unknown_field_is_answered_with_its_name_but_never_logs_it() -> None:
     assert answer.message.error.code is ErrorCode.UNKNOWN_FIELD and answer.message.error.field == key  # type: ignore[attr-defined]
     assert [entry["event"] for entry in logs] == ["task.invalid"]
     assert "secret-phi-marker" not in repr(logs)
+
+
+def test_an_unknown_task_with_a_usable_id_is_named_before_its_request_is_read() -> None:
+    # Even an unreadable request: the task name is the first thing wrong, and the id can carry an answer.
+    broken = _decode({"task": "inferq.triag", "id": "k1", "request": "{not json",
+                      FIELD_REPLY_TO: "inferq:results:ed-intake"})
+    assert broken.decode_code is ErrorCode.UNKNOWN_TASK and broken.kind is None
+    assert broken.unknown_task_kind == "triage"  # the lane's (batch) default kind
+    assert broken.unknown_task_stream == "inferq:results:ed-intake"
+    looks = decode_entry("batch", ENTRY_ID, _bytes(raw_fields("fraud", "k2", json.dumps(
+        {"tenant": "a", "transaction": {}, "reply_to": "inferq:results:switch"}))), 1)
+    assert (looks.unknown_task_kind, looks.unknown_task_stream) == ("fraud", "inferq:results:switch")
+    missing = _decode({"id": "k3", "request": "{}"})
+    assert missing.decode_code is ErrorCode.UNKNOWN_TASK and missing.unknown_task_stream == "inferq:results:triage"
+    no_id = _decode({"task": "inferq.triag", "request": "{}"})
+    assert no_id.unknown_task_kind is None and no_id.decode_code is ErrorCode.MISSING_FIELD
+    known = _decode(raw_fields("inferq.fraud", "k4", "{}"))
+    assert known.unknown_task_kind is None and known.unknown_task_stream is None
+
+
+def test_an_unknown_task_is_answered_invalid_where_its_producer_listens() -> None:
+    from worker.outcomes import Answer
+    from worker.preparing import Preparer
+
+    class NoPublisher:
+        signatures = None
+
+        def already_answered(self, task_ids: object) -> set[str]:
+            return set()
+
+    emitted: list[object] = []
+    delivery = decode_entry("realtime", ENTRY_ID, _bytes({"task": "inferq.frauds", "id": "u1", "request": "[]",
+                                                          FIELD_REPLY_TO: "inferq:results:switch"}), 1)
+    preparer = Preparer({}, NoPublisher(), emitted.append, lambda *a: None, lambda d: None)  # type: ignore[arg-type]
+    preparer.prepare_all([delivery], 0.0)
+    (answer,) = emitted
+    assert isinstance(answer, Answer) and answer.stream == "inferq:results:switch"
+    assert answer.message.kind == "fraud" and answer.message.status.value == "invalid"
+    assert answer.message.error is not None and answer.message.error.code is ErrorCode.UNKNOWN_TASK
+
+
+def test_a_reply_to_field_that_names_no_result_stream_is_refused() -> None:
+    fields = {**raw_fields("inferq.fraud", "r1", json.dumps({"reply_to": "inferq:results:req"})),
+              FIELD_REPLY_TO: "inferq:queue:batch"}
+    delivery = _decode(fields)
+    # Answered `bad_reply_to` on the request's own reply_to, the stream the producer named there.
+    assert delivery.decode_code is ErrorCode.BAD_REPLY_TO and delivery.result_stream == "inferq:results:req"
+    bytes_field = _decode({**raw_fields("inferq.fraud", "r2", "{}"), FIELD_REPLY_TO: b"\xff"})
+    assert bytes_field.decode_code is ErrorCode.BAD_REPLY_TO and bytes_field.result_stream == results_stream("fraud")
+    # Another fault of the entry is reported first.
+    assert _decode({**raw_fields("inferq.fraud", "r3", "{"), FIELD_REPLY_TO: "x"}).decode_code is ErrorCode.INVALID_JSON
+
+
+@pytest.mark.parametrize("header", [{"eta": "2026-12-02T10:00:00+00:00"}, {"compression": "application/x-gzip"}])
+def test_an_envelope_with_eta_or_compression_is_malformed(header: dict[str, str]) -> None:
+    # inferq's transport refuses both before queueing; a stock Celery producer's message is refused here.
+    delivery = _decode(_envelope({"task": "inferq.fraud", "id": "e1", **header}, [[], {"request": {}}, {}]))
+    assert delivery.decode_code is ErrorCode.MALFORMED and delivery.task_id == "e1"
+    assert delivery.result_stream == results_stream("fraud")

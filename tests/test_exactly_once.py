@@ -32,7 +32,8 @@ for this module, since a pause stops every writer of the server).
 
 A second test per path stalls the victim (SIGSTOP) holding a fetched task until the peer has taken it
 over and answered it, then lets it go on (a GC pause, a stalled node): its late outcome must write
-nothing more. It also runs a dead letter that has no result (an unknown task name): the late copy writes no
+nothing more. It also runs a dead letter that has no result (an unknown task name delivered too often,
+so no kind to answer as): the late copy writes no
 second dead-letter entry (FINISH dead-letters only an entry still pending).
 
 The paths: ok (a fraud task), invalid (an unknown currency), expired (`timeout_ms` 1), rejected (a bad
@@ -137,8 +138,9 @@ def _deadletter(task_id: str) -> dict[str, str]:
 
 
 def _unanswerable(task_id: str) -> dict[str, str]:
-    # A task name inferq does not run: dead-lettered, and no result stream to answer on.
-    return _entry("inferq.unknown", task_id, _fraud())
+    # A task name inferq does not run, delivered too often: dead-lettered unread, with no kind to answer
+    # as (one delivered once is answered `invalid` `unknown_task` on the stream of the kind it looks like).
+    return _entry("inferq.unknown", task_id, _fraud(), **{FIELD_PRIOR_DELIVERIES: "3"})
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -13,7 +12,6 @@ from contracts import ErrorCode
 from contracts.wire import LANES, queue_stream
 from worker.client import raw_fields
 from worker.config import Settings
-from worker.connection import redis_client as connect
 from worker.errors import Overloaded, UnknownLane
 from worker.ingress import HEARTBEAT_TTL_S, Ingress, ensure_group
 from worker.keys import (
@@ -38,21 +36,6 @@ FRAUD_REQUEST = {"tenant": "acme"}  # decoding does not validate the contract; t
 @pytest.fixture
 def settings() -> Settings:
     return Settings(redis_url=None, claim_idle_ms=200, max_deliveries=2)
-
-
-@pytest.fixture
-def client(redis_client: redis.Redis, redis_url: str) -> Iterator[redis.Redis]:
-    """The worker's own kind of client: replies as bytes."""
-    conn = connect(redis_url, Settings(redis_url=redis_url))
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def ingress(client: redis.Redis, settings: Settings) -> Ingress:
-    found = Ingress(client, "worker-a", settings)
-    found.ensure_groups()
-    return found
 
 
 def _submit(client: redis.Redis, lane: str, task_id: str, task: str = "inferq.fraud") -> str:

@@ -34,25 +34,6 @@ def settings() -> Settings:
     return Settings(redis_url=None, claim_idle_ms=200, max_deliveries=2, result_ttl_s=600)
 
 
-@pytest.fixture
-def client(redis_client: redis.Redis, redis_url: str) -> Iterator[redis.Redis]:
-    conn = connect(redis_url, Settings(redis_url=redis_url))
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def ingress(client: redis.Redis, settings: Settings) -> Ingress:
-    found = Ingress(client, "worker-a", settings)
-    found.ensure_groups()
-    return found
-
-
-@pytest.fixture
-def publisher(client: redis.Redis, settings: Settings) -> Publisher:
-    return Publisher(client, settings)
-
-
 def _submit(client: redis.Redis, lane: str, task_id: str, request: dict[str, object] | None = None) -> str:
     return enqueue(client, lane, raw_fields("inferq.fraud", task_id, json.dumps(request or FRAUD_REQUEST)), 1000)
 

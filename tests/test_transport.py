@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -204,3 +207,68 @@ def test_a_full_redis_raises_server_full(tmp_path: Path) -> None:
         admin.close()
     finally:
         embedded.stop(tmp_path)
+
+
+def test_other_queues_are_kombus_stock_redis_lists(redis_url: str, client: redis.Redis) -> None:
+    # Anything but a lane is kombu's stock Redis transport: a list that a stock client reads, and back.
+    with Connection(redis_url, transport=TRANSPORT_PATH) as ours, Connection(redis_url) as stock:
+        ours.SimpleQueue("reports").put({"day": 1}, serializer="json")
+        assert client.type("reports") == "list"
+        with stock.SimpleQueue("reports") as queue:
+            message = queue.get(timeout=5)
+            assert message.payload == {"day": 1}
+            message.ack()
+            queue.put({"day": 2}, serializer="json")
+        with ours.SimpleQueue("reports") as queue:
+            assert queue.get(timeout=5).payload == {"day": 2}
+    assert not [key for key in client.keys("inferq:*") if "reports" in key]
+
+
+def test_fanout_channels_are_prefixed_with_the_database(redis_url: str) -> None:
+    # Pub/sub is server-wide: the database in the channel name keeps apps on other databases apart.
+    db = int(redis_url.rsplit("/", 1)[1])
+    with Connection(redis_url, transport=TRANSPORT_PATH) as ours:
+        channel = ours.default_channel
+        assert channel.keyprefix_fanout == f"/{db}."
+        assert channel._get_publish_topic("celery.pidbox", "") == f"/{db}.celery.pidbox"
+
+
+def test_remote_control_between_inferq_and_stock_apps(redis_url: str, client: redis.Redis) -> None:
+    """A mailbox node served over this transport answers a stock client, and the other way round."""
+    ours = Celery("ours", broker=redis_url, set_as_current=False)
+    ours.conf.update(broker_transport=TRANSPORT_PATH, task_serializer="json", accept_content=["json"])
+    stock = Celery("stock", broker=redis_url, set_as_current=False)
+    try:
+        for server, asker, name in ((ours, stock, "node@ours"), (stock, ours, "node@stock")):
+            replies = _ping_through(server, asker, name)
+            assert replies == [{name: {"ok": "pong"}}]
+    finally:
+        ours.close()
+        stock.close()
+
+
+def _ping_through(server: Celery, asker: Celery, name: str) -> list[dict[str, Any]]:
+    stop = threading.Event()
+    listening = threading.Event()
+
+    def serve() -> None:
+        node = server.control.mailbox.Node(name, handlers={"ping": lambda state, **kw: {"ok": "pong"}}, state={})
+        with server.connection_for_write() as connection:
+            node.channel = connection.channel()
+            node.listen()
+            listening.set()
+            while not stop.is_set():
+                try:
+                    connection.drain_events(timeout=0.2)
+                except TimeoutError:
+                    continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        assert listening.wait(10)
+        time.sleep(0.3)  # the subscription reaches the server
+        return list(asker.control.ping(destination=[name], timeout=3.0))
+    finally:
+        stop.set()
+        thread.join(5)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from contracts import EventFields, FraudRequest, FraudResult, ReasonCode, TriageRequest, TriageResult, parse_request
 from contracts.requests import Request, TransactionEvent
-from contracts.results import EXPLAIN_FIELDS, SafetyReason, VitalOutOfRange
+from contracts.results import EXPLAIN_FIELDS, EvidenceAggregate, EvidenceEvent, SafetyReason, VitalOutOfRange
 from contracts.wire import Kind
 from engine.batching import plan_batch
 from engine.fraud_features import Event, EventColumns, FraudInput
@@ -238,6 +238,21 @@ def reason_codes(engine_reasons: Sequence[str]) -> list[ReasonCode]:
     return [ReasonCode(name) for name in engine_reasons if name in known]
 
 
+def fraud_evidence(prediction: FraudPrediction) -> dict[str, Any]:
+    """The optional evidence fields of a fraud result: absent when the model gave none."""
+    out: dict[str, Any] = {}
+    if prediction.events:
+        out["evidence_events"] = [
+            EvidenceEvent(index=e.index, timestamp=datetime.fromtimestamp(e.timestamp, UTC), weight=e.weight)
+            for e in prediction.events
+        ]
+    if prediction.aggregates:
+        out["evidence_aggregates"] = [
+            EvidenceAggregate(name=a.name, value=a.value, weight=a.weight) for a in prediction.aggregates
+        ]
+    return out
+
+
 def _own_fraud(item: Prepared) -> PreparedFraud:
     if not isinstance(item, PreparedFraud):
         raise TypeError(f"a fraud batch holds {type(item).__name__}")
@@ -278,7 +293,8 @@ class FraudAdapter(KindAdapter):
 
     def result(self, prediction: FraudPrediction) -> FraudResult:
         score = float(prediction.score)
-        return FraudResult(score=score, decision=self.decide(score), reasons=reason_codes(prediction.reasons))
+        return FraudResult(score=score, decision=self.decide(score), reasons=reason_codes(prediction.reasons),
+                           **fraud_evidence(prediction))
 
     def decide(self, score: float) -> Decision:
         if score >= self.decline_threshold:
@@ -322,4 +338,5 @@ def _load(kind: Kind, model_dir: Path, settings: Settings) -> KindAdapter:
 
     runner = load_fraud(model_dir, device=settings.device, precision=settings.precision)
     review, decline = fraud_thresholds(settings, runner.thresholds)
+    runner.explain_from = review  # evidence for every result the worker flags for review or declines
     return FraudAdapter(runner, review, decline)

@@ -2,11 +2,18 @@
 
 Producers keep Celery's usual `send_task("inferq.triage", kwargs={"request": {...}})`; the
 broker is the `inferq` Redis Streams transport (`worker.transport`). A Celery worker started
-from this app does not consume through kombu: its consumer blueprint replaces the default
-`Tasks` step (and the event loop, gossip, mingle, heartbeat and remote control, which need
-broadcast exchanges the lane streams do not carry) with one step that runs `WorkerRuntime`:
-atomic batch fetch, dynamic batching, one inference thread, exactly-once results. Celery's
-warm shutdown (SIGTERM) reaches that step, which runs the runtime's graceful drain.
+from this app does not consume tasks through kombu: its consumer blueprint replaces the default
+steps (connection, event loop, tasks, gossip, mingle, heartbeat) with one step that runs
+`WorkerRuntime` (atomic batch fetch, dynamic batching, one inference thread, exactly-once results)
+and, unless `INFERQ_REMOTE_CONTROL=false`, two that make it a Celery worker to operators: remote
+control on a thread (`worker.remote`: `celery inspect`, `celery status`, `celery control shutdown`)
+and events (`worker.events`: worker heartbeats, and task events with `-E`/`INFERQ_TASK_EVENTS` or
+once Flower enables them). Celery's warm shutdown (SIGTERM) reaches the runtime step, which runs the
+runtime's graceful drain.
+
+Logging is inferq's (`worker.logging`), Celery's loggers included: with JSON logging on, Celery's
+banner becomes one `worker.banner` line and its shutdown notices are JSON too, so every line the
+worker writes parses as JSON.
 
 Run it with `inferq worker`, `python -m worker.app` (with `INFERQ_REDIS_URL` set), or
 `worker.app.run_worker(settings)`. A worker whose thread died, or whose drain ran out of time,
@@ -16,15 +23,21 @@ exits non-zero, so its supervisor knows.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, Final
 
 import redis
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
+from celery import __version__ as celery_version
+from celery.apps import worker as celery_worker_app
 from celery.exceptions import WorkerShutdown
+from celery.worker import state as celery_worker_state
 from celery.worker.consumer import Consumer
 from celery.worker.state import maybe_shutdown
 
@@ -33,10 +46,21 @@ from contracts.wire import DEFAULT_LANE, TASK_FRAUD, TASK_NAMES, TASK_TRIAGE, Ki
 from worker import logging as inferq_logging
 from worker.adapters import KindAdapter, load_adapters
 from worker.config import Settings
+from worker.connection import redacted_url
 from worker.errors import ConfigurationError
+from worker.events import EventSender, Monitor
 from worker.logging import get_logger
+from worker.remote import RemoteControl
 from worker.runtime import WorkerRuntime, default_name
 from worker.transport import TRANSPORT_PATH
+
+if __name__ == "__main__":
+    # Run as the importable `worker.app`, before this copy defines anything: the consumer step Celery
+    # loads by that name must see the settings main() resolved, and a second app, second task
+    # registrations and second signal receivers would only confuse Celery.
+    from worker.app import main as _main
+
+    sys.exit(_main())
 
 log = get_logger("app")
 
@@ -50,18 +74,22 @@ app.conf.update(
     broker_transport=TRANSPORT_PATH,
     # Producers importing this app reach the configured Redis; run_worker sets it again.
     broker_url=Settings().redis_url,
+    # JSON everywhere: tasks, remote control (kombu's mailbox uses the task serializer), events, results.
     task_serializer="json",
     accept_content=["json"],
+    event_serializer="json",
+    result_serializer="json",
     result_accept_content=["json"],
     task_protocol=2,
     task_ignore_result=True,
     result_backend=None,
     task_create_missing_queues=True,
     task_routes={name: {"queue": DEFAULT_LANE[kind]} for kind, name in TASK_NAMES.items()},
+    # No expiry on the worker's mailbox queue: with one, kombu keeps its binding alive with a Lua script
+    # every minute, a write that is no part of a worker's work (and that a paused or full server holds).
+    control_queue_expires=None,
     worker_consumer="worker.app:StreamConsumer",
     worker_pool="solo",
-    worker_enable_remote_control=False,
-    worker_send_task_events=False,
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
 )
@@ -116,7 +144,7 @@ class RuntimeStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, c: Any) -> None:
         settings = current_settings()
-        runtime = WorkerRuntime(settings, name=_runtime_name(c.hostname))
+        runtime = WorkerRuntime(settings, name=_runtime_name(c.hostname), monitor=_monitor(c))
         c.inferq_runtime = runtime
         try:
             # Neither starting nor watching talks to Redis: a Redis that is down or restarting is the
@@ -152,16 +180,94 @@ class RuntimeStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     shutdown = stop
 
+    def info(self, c: Any) -> dict[str, Any]:
+        """`celery inspect stats` adds this under `inferq`."""
+        return {"inferq": c.inferq_runtime.stats()} if c.inferq_runtime is not None else {}
+
+
+def _monitor(c: Any) -> Monitor:
+    """The consumer's Monitor, shared by the runtime (which feeds it) and the events step (which sends)."""
+    if getattr(c, "inferq_monitor", None) is None:
+        c.inferq_monitor = Monitor()
+    monitor: Monitor = c.inferq_monitor
+    return monitor
+
+
+def _held_count(c: Any) -> int:
+    return len(c.inferq_runtime.held()) if c.inferq_runtime is not None else 0
+
+
+class EventsStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Celery events: worker heartbeats always, task events with `-E` or once enabled remotely (Flower)."""
+
+    label = "inferq events"
+
+    def __init__(self, c: Any, task_events: bool = False, **kwargs: Any) -> None:
+        self.task_events = bool(task_events) or current_settings().task_events
+        self.sender: EventSender | None = None
+        super().__init__(c, **kwargs)
+
+    def include_if(self, c: Any) -> bool:
+        return current_settings().remote_control
+
+    def start(self, c: Any) -> None:
+        self.sender = EventSender(c.app, c.hostname, self.task_events, lambda: _held_count(c),
+                                  lambda: int(celery_worker_state.all_total_count[0]))
+        _monitor(c).events = self.sender
+        # Celery's enable_events / disable_events / heartbeat commands act on this.
+        c.event_dispatcher = self.sender.dispatcher
+        self.sender.start()
+
+    def stop(self, c: Any) -> None:
+        if self.sender is not None:
+            _monitor(c).events = None
+            self.sender.stop()
+            self.sender = None
+
+    shutdown = stop
+
+
+class ControlStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Celery remote control, answered on a thread of its own (worker.remote)."""
+
+    label = "inferq remote control"
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        self.remote: RemoteControl | None = None
+        super().__init__(c, **kwargs)
+
+    def include_if(self, c: Any) -> bool:
+        return current_settings().remote_control
+
+    def start(self, c: Any) -> None:
+        def held() -> list[Any]:
+            return c.inferq_runtime.held() if c.inferq_runtime is not None else []
+
+        self.remote = RemoteControl(c.app, c.hostname, c, held, list(current_settings().lanes))
+        self.remote.start()
+
+    def stop(self, c: Any) -> None:
+        if self.remote is not None:
+            self.remote.stop()
+            self.remote = None
+
+    shutdown = stop
+
 
 class StreamConsumer(Consumer):  # type: ignore[misc]
-    """Celery's consumer with one step: the inferq runtime, which owns fetching and acking."""
+    """Celery's consumer with inferq's steps: remote control, events, and the runtime, which owns fetching
+    and acking."""
 
     # Celery's own Connection step (left out) sets this; its error paths read it.
     connection: Any = None
+    # Read by Celery's remote-control handlers: the events step sets the first; there is no gossip.
+    event_dispatcher: Any = None
+    gossip: Any = None
+    task_consumer: Any = None
 
     class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
         name = "InferqConsumer"
-        default_steps = ["worker.app:RuntimeStep"]
+        default_steps = ["worker.app:ControlStep", "worker.app:EventsStep", "worker.app:RuntimeStep"]
 
 
 def _runtime_name(celery_hostname: str) -> str:
@@ -176,6 +282,8 @@ def worker_argv(settings: Settings, name: str | None, loglevel: str) -> list[str
     argv = ["worker", f"--loglevel={loglevel}", "--pool=solo", "--concurrency=1"]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", f"--hostname=inferq@{node}"]
     argv += [f"--queues={','.join(settings.lanes)}"]
+    if settings.task_events:
+        argv.append("--task-events")
     return argv
 
 
@@ -194,6 +302,49 @@ def run_worker(settings: Settings, name: str | None = None, loglevel: str | None
     inferq_logging.configure(level, settings.log_json)
     app.conf.broker_url = settings.redis_url
     return _celery_main(worker_argv(settings, name, level))
+
+
+def _setup_logging(loglevel: int | str | None = None, **kwargs: Any) -> None:
+    """Celery's logging set-up, replaced by inferq's (so Celery's loggers write JSON lines too)."""
+    settings = current_settings()
+    inferq_logging.configure(loglevel or settings.log_level, settings.log_json)
+
+
+def _json_banner_only(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
+    """With JSON logging, Celery's text banner and shutdown notices become JSON lines."""
+    if instance is None or not current_settings().log_json:
+        return
+    instance.quiet = True
+    celery_worker_app.safe_say = _json_say  # the module's own name is what its signal handlers call
+
+
+def _log_banner(sender: Any = None, instance: Any = None, conf: Any = None, **kwargs: Any) -> None:
+    if instance is None or not current_settings().log_json:
+        return
+    app_, settings = instance.app, current_settings()
+    # Whatever still writes to stdout or stderr itself (print, a library's traceback of a probe client
+    # that hung up) goes through the JSON handler too, which writes to the real stderr.
+    inferq_logging.redirect_stdio()
+    log.info("worker.banner", hostname=instance.hostname, celery=celery_version,
+             broker=redacted_url(app_.conf.broker_url or ""), queues=sorted(app_.amqp.queues.consume_from or []),
+             concurrency=instance.concurrency, task_events=bool(instance.task_events) or settings.task_events,
+             remote_control=settings.remote_control,
+             tasks=sorted(name for name in app_.tasks if not name.startswith("celery.")))
+
+
+def _json_say(msg: str, f: Any = sys.__stderr__) -> None:
+    """Celery's `safe_say` (notices written from signal handlers) as one JSON line, in one write."""
+    line = json.dumps({"event": "celery.notice", "message": msg.strip(), "level": "warning",
+                       "logger": "celery.apps.worker",
+                       "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"})
+    with contextlib.suppress(OSError):
+        os.write(f.fileno() if f is not None else 2, (line + "\n").encode())
+
+
+# Connected once per process, however often this module is imported.
+signals.setup_logging.connect(_setup_logging, dispatch_uid="inferq.setup_logging")
+signals.celeryd_init.connect(_json_banner_only, dispatch_uid="inferq.json_banner_only")
+signals.celeryd_after_setup.connect(_log_banner, dispatch_uid="inferq.log_banner")
 
 
 def lower_priority(increment: int) -> int:
@@ -231,10 +382,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigurationError("python -m worker.app needs INFERQ_REDIS_URL (`inferq worker` starts an embedded one)")
     return run_worker(settings, name=args.name, loglevel=args.loglevel)
 
-
-if __name__ == "__main__":
-    # Run as the importable `worker.app`: the consumer step Celery loads by that name must see the
-    # settings main() resolved, not a second copy of this module's globals.
-    from worker.app import main as _main
-
-    sys.exit(_main())

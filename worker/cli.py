@@ -1,4 +1,4 @@
-"""The `inferq` command: worker, submit, schema, demo and the embedded server."""
+"""The `inferq` command: worker, submit, usage, schema, demo and the embedded server."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,39 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+
+
+def _cmd_usage(args: argparse.Namespace) -> int:
+    from worker.connection import redis_client
+    from worker.usage import format_table, read_usage
+
+    if args.days < 1:
+        raise SystemExit("inferq usage: --days must be 1 or more")
+    settings = Settings()
+    until = args.until or datetime.now(UTC).date()
+    since = args.since or until - timedelta(days=args.days - 1)
+    if since > until:
+        raise SystemExit(f"inferq usage: --since {since} is after --until {until}")
+    client = redis_client(redis_url_for(settings, announce=False), settings, decode=True)
+    try:
+        rows = read_usage(client, since, until, settings.price_per_device_hour, args.tenant)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps({
+            "since": since.isoformat(), "until": until.isoformat(), "tenant": args.tenant,
+            "price_per_device_hour": settings.price_per_device_hour, "rows": [row.as_json() for row in rows],
+        }, indent=2))
+    else:
+        print(format_table(rows, settings.price_per_device_hour))
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from contracts.schema import write_schemas
 
@@ -134,6 +168,20 @@ def _add_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(func=_cmd_submit)
 
 
+def _add_usage(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "usage", help="inferences, compute seconds and cost per 1,000 inferences, per day, tenant and kind",
+        description="Usage metered by the workers (UTC days). The cost per 1,000 inferences prices the compute "
+        "seconds at INFERQ_PRICE_PER_DEVICE_HOUR.",
+    )
+    p.add_argument("--since", type=_day, help="first day, YYYY-MM-DD (default: --days before --until)")
+    p.add_argument("--until", type=_day, help="last day, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--days", type=int, default=30, help="days shown when --since is not given (default 30)")
+    p.add_argument("--tenant", help="this tenant only")
+    p.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
+    p.set_defaults(func=_cmd_usage)
+
+
 def _add_misc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("schema", help="write the v1 JSON Schema files")
     p.add_argument("directory", nargs="?", default="schemas", help="output directory (default: ./schemas)")
@@ -159,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_worker(sub)
     _add_submit(sub)
+    _add_usage(sub)
     _add_misc(sub)
     return parser
 

@@ -19,6 +19,7 @@ from worker.adapters import KindAdapter, Result, without_explanation
 from worker.logging import bind_batch, get_logger
 from worker.outcomes import Answer
 from worker.preparing import Job, now_ms
+from worker.usage import Usage, apportion
 
 log = get_logger("computing")
 
@@ -51,12 +52,18 @@ class BatchComputer:
             compute_ms = (time.perf_counter() - started) * 1000.0
             tokens = max(job.prepared.n_tokens for job in jobs) * len(jobs)
             log.info("batch.done", size=len(jobs), tokens=tokens, compute_ms=round(compute_ms, 3))
+            for job, output in zip(jobs, outputs, strict=True):
+                # One line per task (debug), with the batch's ids bound: which batch computed which task.
+                log.debug("task.computed", task_id=job.task_id, computed=not isinstance(output, Raised | ValueError))
         _observe(kind, lane, jobs, started_ms, compute_ms, tokens)
         finished = now_ms()
+        # Each task's share of the batch's model time, by its tokens (worker/usage.py), metered with its result.
+        shares = apportion(compute_ms / 1000.0, [job.prepared.n_tokens for job in jobs])
         return [
             Answer(job.delivery, self._message(adapter, job, output, _timings(job, started_ms, compute_ms, finished,
-                                                                              len(jobs)), int(finished)), job.stream)
-            for job, output in zip(jobs, outputs, strict=True)
+                                                                              len(jobs)), int(finished)), job.stream,
+                   Usage(job.tenant, share))
+            for job, output, share in zip(jobs, outputs, shares, strict=True)
         ]
 
     def _compute(self, adapter: KindAdapter, jobs: Sequence[Job]) -> list[Computed]:

@@ -86,6 +86,18 @@ class Settings(BaseSettings):
         default=15_000, ge=100, description="idle time after which a dead worker's tasks are taken over"
     )
     max_deliveries: int = Field(default=3, ge=1, description="deliveries before a task goes to the dead-letter stream")
+    # Stock Celery producers (kombu's Redis transport) push onto lists named after their queue; these
+    # are moved into lane streams (worker/celery_lists.py). `by_kind`: only inferq tasks, each to its
+    # kind's default lane, so another app's tasks on a shared queue such as `celery` are never taken.
+    celery_lists: dict[str, Literal["realtime", "batch", "by_kind"]] = Field(
+        default={"realtime": "realtime", "batch": "batch", "celery": "by_kind"},
+        description="kombu Redis list queues moved into lane streams: queue name -> lane or by_kind; {} turns it off",
+    )
+    celery_list_batch: int = Field(default=64, ge=1, le=10_000, description="list messages one bridge call moves")
+    celery_list_poll_ms: int = Field(
+        default=50, ge=5, le=1000,
+        description="longest wait between bridge calls: the fetch blocks at most this long while lists are bridged",
+    )
     result_ttl_s: int = Field(default=86_400, ge=1, description="how long a task id is remembered as answered")
     result_stream_maxlen: int = Field(default=1_000_000, ge=1, description="approximate cap of each result stream")
     drain_timeout_s: float = Field(
@@ -114,8 +126,28 @@ class Settings(BaseSettings):
         "a machine with a realtime worker, so the realtime lane gets the CPU first",
     )
     metrics_port: int = Field(default=9808, ge=0, le=65535, description="Prometheus and health probes; 0 disables")
+    metrics_max_tenants: int = Field(
+        default=50, ge=0, le=10_000,
+        description="tenants with their own label on the usage metrics; later ones count under tenant=\"_other\"",
+    )
+    # A year and a month: a month's bill can be set against the same month of the year before.
+    usage_retention_days: int = Field(
+        default=400, ge=1, le=3650,
+        description="days a day's usage hash (inferq:usage:{day}) is kept after its last write",
+    )
+    price_per_device_hour: float | None = Field(
+        default=None, ge=0, description="price of one device-hour, for `inferq usage`'s cost per 1,000 inferences"
+    )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="structlog JSON lines; false for console rendering")
+    remote_control: bool = Field(
+        default=True,
+        description="answer Celery remote control (`celery inspect`, `celery status`, `celery control`) and send "
+        "worker heartbeat events, over Celery's own Redis keys and channels",
+    )
+    task_events: bool = Field(
+        default=False, description="send Celery task events from the start (`celery worker -E`); Flower turns them on"
+    )
     signing_keys: SecretStr | None = Field(
         default=None,
         description="HMAC keys as comma-separated kid:base64 pairs, several at once while rotating; unset: "

@@ -52,14 +52,20 @@ WORKER_ACL_COMMANDS: Final[tuple[str, ...]] = (
     "mget", "set",
     # Lua scripts (worker/keys.py), run by EVALSHA after SCRIPT EXISTS or SCRIPT LOAD. Redis checks
     # the commands inside against the same rules: ENQUEUE XLEN XADD; FINISH TYPE SET XADD EXPIRE
-    # XACK XDEL; REQUEUE XADD XACK XDEL; TOUCH XPENDING XCLAIM.
-    "evalsha", "script|load", "script|exists", "type", "xadd", "xack", "xdel", "xclaim",
+    # XACK XDEL, and HINCRBY for usage metering (worker/usage.py); REQUEUE XADD XACK XDEL; TOUCH XPENDING XCLAIM.
+    "evalsha", "script|load", "script|exists", "type", "xadd", "xack", "xdel", "xclaim", "hincrby",
     # Producers: the Python client reads its reply stream (XREAD) and deletes it (DEL); the Celery
     # transport counts, purges, checks and deletes lanes (XLEN, XTRIM, EXISTS, DEL); a raw producer
     # queues with XADD or EVAL of the lane-limit script (docs/wire-format.md); an integration reads
     # its result stream with a group (XGROUP CREATE, XREADGROUP, XACK, XAUTOCLAIM).
     "xread", "xtrim", "eval",
 )  # fmt: skip
+
+
+# Not in the rules above: a worker that moves stock Celery producers' kombu lists into the lanes
+# (worker/celery_lists.py, the BRIDGE_LISTS script) also runs these, on the lists it moves (keys
+# outside inferq:*; docs/operations.md, "TLS and ACL", grants both or turns the move off).
+CELERY_LIST_ACL_COMMANDS: Final[tuple[str, ...]] = ("lindex", "rpop", "llen")
 
 
 def acl_rules(commands: Iterable[str] = WORKER_ACL_COMMANDS) -> str:

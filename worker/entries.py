@@ -5,6 +5,9 @@ builds) and the raw form (`task`, `id`, `request`) that any language can XADD; e
 `reply_to` as a field of its own. Every field arrives as bytes and is decoded on its own, strictly
 (UTF-8 without surrogates, JSON without NaN or lone surrogate escapes), so one bad field makes its
 task `invalid` or dead-lettered, and nothing else. `docs/wire-format.md` documents both forms.
+
+Stock Celery producers' messages arrive in the envelope form too: `worker.celery_lists` moves them
+from kombu's lists into the lanes, and the message kombu built is the `payload`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import orjson
 
 from contracts import ErrorCode
 from contracts.wire import (
+    DEFAULT_LANE,
     FIELD_ID,
     FIELD_PAYLOAD,
     FIELD_REPLY_TO,
@@ -45,6 +49,8 @@ _ENTRY_ID: Final = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")
 # orjson reads an integer beyond 64 bits as a float, which an integer field refuses as wrong_type where
 # the number is out of range: a request holding a float this large is read again, exactly.
 _EXACT_BELOW: Final = float(2**63)
+# The kind each lane is the default lane of (one each), for answering a task name inferq does not run.
+_KIND_BY_LANE: Final[dict[Lane, Kind]] = {lane: kind for kind, lane in DEFAULT_LANE.items()}
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,28 @@ class Delivery:
             return self.reply_to
         kind = self.kind
         return results_stream(kind) if kind is not None else None
+
+    @property
+    def unknown_task_kind(self) -> Kind | None:
+        """The kind an `unknown_task` answer is filed under, for an entry with a usable id whose task
+        name inferq does not run (None for any other entry): the kind its request looks like (`note`:
+        triage, `transaction`: fraud), else the kind whose default lane it was queued on."""
+        if self.kind is not None or self.task_id is None or self.decode_code is not ErrorCode.UNKNOWN_TASK:
+            return None
+        looks = self.request or {}
+        if "transaction" in looks and "note" not in looks:
+            return "fraud"
+        if "note" in looks and "transaction" not in looks:
+            return "triage"
+        return _KIND_BY_LANE[self.lane]
+
+    @property
+    def unknown_task_stream(self) -> str | None:
+        """Where an `unknown_task` answer goes: the entry's valid `reply_to`, else `unknown_task_kind`'s stream."""
+        kind = self.unknown_task_kind
+        if kind is None:
+            return None
+        return self.reply_to if self.reply_to is not None else results_stream(kind)
 
 
 class _Undecodable(Exception):
@@ -198,6 +226,13 @@ def _decode_envelope(fields: RawFields) -> _Found:
         return _Found(plain_name, plain_id, None, "payload is not a Celery message", ErrorCode.MALFORMED)
     task_name = _str_or_none(headers.get("task")) or plain_name
     task_id = _str_or_none(headers.get("id")) or plain_id
+    # A stock Celery producer can send what inferq's transport refuses before queueing.
+    if headers.get("eta") is not None:
+        return _Found(task_name, task_id, None, "payload: countdown/eta are not supported; give the request "
+                      "a deadline or timeout_ms", ErrorCode.MALFORMED)
+    if headers.get("compression") is not None:
+        return _Found(task_name, task_id, None, "payload: compressed messages are not accepted",
+                      ErrorCode.MALFORMED)
     try:
         request = _envelope_request(_envelope_body(message))
         if _inexact(request):
@@ -232,11 +267,16 @@ def _decode_fields(fields: RawFields) -> _Found:
 
 
 def _checked_identity(found: _Found, fields: RawFields) -> _Found:
-    """Drop an unusable task id (it could not key a result) and flag a missing or unknown task."""
+    """Drop an unusable task id (it could not key a result), flag a task name inferq does not run (before
+    any fault of the request: with a usable id it is answered `unknown_task`) and a missing id."""
     task_id = found.task_id
     if task_id is not None and not 0 < len(task_id) <= MAX_TASK_ID_CHARS:
         return _Found(found.task_name, None, found.request, f"id: 1 to {MAX_TASK_ID_CHARS} characters",
                       ErrorCode.MALFORMED)
+    if task_id is not None and found.task_name not in KIND_BY_TASK:
+        # Answered `unknown_task` whatever its request holds: the task name is the first thing wrong.
+        names = ", ".join(sorted(KIND_BY_TASK))
+        return _Found(found.task_name, task_id, found.request, f"task: must be one of {names}", ErrorCode.UNKNOWN_TASK)
     if found.error is not None:
         return found
     if task_id is None:
@@ -244,9 +284,6 @@ def _checked_identity(found: _Found, fields: RawFields) -> _Found:
             return _Found(found.task_name, None, found.request, "id: holds bytes that are not UTF-8",
                           ErrorCode.INVALID_UNICODE)
         return _Found(found.task_name, None, found.request, "id: field missing", ErrorCode.MISSING_FIELD)
-    if found.task_name not in KIND_BY_TASK:
-        names = ", ".join(sorted(KIND_BY_TASK))
-        return _Found(found.task_name, task_id, found.request, f"task: must be one of {names}", ErrorCode.UNKNOWN_TASK)
     return found
 
 
@@ -282,9 +319,20 @@ def _reply_to(fields: RawFields, request: dict[str, Any] | None) -> str | None:
     return asked if _valid_reply_to(asked) else None
 
 
+def _checked_reply_to(found: _Found, fields: RawFields) -> _Found:
+    """Refuse an entry whose own `reply_to` field names no result stream (`bad_reply_to`); it is answered
+    on the request's `reply_to` or its kind's stream instead. An entry refused for another reason keeps it."""
+    own = fields.get(FIELD_REPLY_TO.encode())
+    if own is None or found.error is not None or _valid_reply_to(_utf8(own)):
+        return found
+    return _Found(found.task_name, found.task_id, found.request,
+                  "reply_to: the entry's field must be inferq:results:<name>, name of letters, digits, "
+                  "'.', '_', ':', '-'", ErrorCode.BAD_REPLY_TO)
+
+
 def decode_entry(lane: Lane, entry_id: str, fields: RawFields, deliveries: int) -> Delivery:
     """A Delivery from one lane entry; never raises: what cannot be decoded is in `decode_error`."""
-    found = _checked_identity(_decode_fields(fields), fields)
+    found = _checked_reply_to(_checked_identity(_decode_fields(fields), fields), fields)
     return Delivery(
         lane=lane, entry_id=entry_id, task_name=found.task_name, task_id=found.task_id, request=found.request,
         raw=dict(fields), deliveries=deliveries, enqueued_ms=_enqueued_ms(entry_id, fields),

@@ -5,7 +5,9 @@ takes over stale entries of dead peers and removes departed consumers; otherwise
 (one XREADGROUP for many) while it holds less than three batches per lane, and beats its heartbeat.
 A Redis error is ridden out with exponential backoff (logged, never fatal): a worker started before
 its Redis, or whose Redis restarts, waits and carries on. `Reachability` tells the readiness probe
-whether the last round trip of any loop reached a Redis it can work with.
+whether the last round trip of any loop reached a Redis it can work with. Beside it, a second thread
+moves stock Celery producers' messages from kombu's lists into the lanes (`worker.celery_lists`) every
+`celery_list_poll_ms`, the longest a pushed message waits to be moved; the XADD wakes the fetch.
 
 Out of memory (`maxmemory`, `noeviction`), Redis refuses the heartbeat's HSET and XGROUP CREATE even for
 a group that exists; neither stops the loop. Reading (XREADGROUP), taking over (XAUTOCLAIM) and the
@@ -169,16 +171,27 @@ class Fetcher:
         self.stop = threading.Event()
         self.turned = time.monotonic()
         self._beats_refused = 0
+        self._bridge_failed: Exception | None = None
 
     @property
     def redis_ok(self) -> bool:
         return self.reach.ok
 
     def loop(self) -> None:
+        # The bridge thread ends on the same stop event; it is not waited for: a script call in flight
+        # either moved its messages into a lane or moved none, and a drain must not wait on a Redis
+        # that is gone.
+        self._start_bridge()
+        self._fetch_loop()
+
+    def _fetch_loop(self) -> None:
         backoff = Backoff("fetch")
         next_claim = next_beat = time.monotonic()
         while not self.stop.is_set():
             self.turned = time.monotonic()
+            if self._bridge_failed is not None:
+                # The bridge thread died: this loop dies with it, so the worker exits and is restarted.
+                raise RuntimeError("the Celery list bridge stopped") from self._bridge_failed
             try:
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + self._settings.claim_idle_ms / 3000.0
@@ -228,6 +241,34 @@ class Fetcher:
             self.holdings.wait_for_room(FETCH_BLOCK_MS / 1000.0)
             return
         self._route(self._ingress.fetch(lanes, count, FETCH_BLOCK_MS))
+
+    def _start_bridge(self) -> None:
+        if self._ingress.lists.enabled:
+            threading.Thread(target=self._bridge_loop, name="celery-lists", daemon=True).start()
+
+    def _bridge_loop(self) -> None:
+        """Move stock Celery messages from kombu's lists into the lanes every `celery_list_poll_ms`, at
+        once again while a call moves its whole budget (a backlog).
+
+        A thread of its own, timed on this side: Redis ends a blocked read only on its own clock tick
+        (every 100 ms at the default `hz` 10), so a short XREADGROUP block could not bound the wait. The
+        XADD of a moved message wakes the fetch loop's blocked read at once.
+        """
+        backoff = Backoff("celery_lists")
+        poll_s = self._settings.celery_list_poll_ms / 1000.0
+        wait_s = 0.0
+        while not self.stop.wait(wait_s):
+            try:
+                moved = self._ingress.bridge_lists()
+            except redis.RedisError as exc:
+                wait_s = backoff.failed(exc)
+                continue
+            except Exception as exc:
+                log.exception("celery_lists.crashed", error=type(exc).__name__)
+                self._bridge_failed = exc
+                return
+            backoff.succeeded()
+            wait_s = 0.0 if moved >= self._settings.celery_list_batch else poll_s
 
     def _route(self, deliveries: list[Delivery]) -> None:
         if not deliveries:

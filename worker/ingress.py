@@ -10,6 +10,9 @@ Entries are read as bytes and decoded field by field (`worker.entries`): no cont
 raise out of here. An entry delivered more than `max_deliveries` times is flagged `poisoned` before
 its request is decoded for work again, whatever stopped its earlier readers, and goes to the
 dead-letter stream with only its identity and where to answer it read (`entries.identity_only`).
+
+Stock Celery producers' kombu list queues are moved into the lanes by `worker.celery_lists`, which a
+thread of the fetcher runs every `celery_list_poll_ms` (`Ingress.bridge_lists`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import redis
 from redis.typing import KeyT, StreamIdT
 
 from contracts.wire import LANES, Lane, queue_stream
+from worker.celery_lists import CeleryLists
 from worker.config import Settings
 from worker.entries import Delivery, RawFields, decode_entry, identity_only, prior_deliveries
 from worker.keys import CONSUMER_GROUP, Scripts, worker_key
@@ -67,6 +71,7 @@ class Ingress:
         self._settings = settings
         self._claim_cursor: dict[str, str] = {}
         self._scripts = Scripts(client)
+        self.lists = CeleryLists(client, settings)
 
     def ensure_groups(self, lanes: Sequence[str] | None = None) -> None:
         for lane in lanes if lanes is not None else self._settings.lanes:
@@ -97,6 +102,10 @@ class Ingress:
             for lane in ordered
             for entry_id, fields in by_stream.get(queue_stream(lane), [])
         ]
+
+    def bridge_lists(self) -> int:
+        """Move waiting stock Celery messages from their kombu lists into the lanes (bounded); how many."""
+        return self.lists.bridge()
 
     def _read(self, streams: dict[KeyT, StreamIdT], count: int, block_ms: int | None) -> Any:
         return self._client.xreadgroup(CONSUMER_GROUP, self.consumer_name, streams, count=count, block=block_ms)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from contracts.wire import (
     CLIENT_RESULTS_PREFIX,
@@ -41,6 +41,7 @@ __all__ = [
     "queue_stream",
     "replay_key",
     "results_stream",
+    "usage_key",
     "worker_key",
 ]
 
@@ -48,6 +49,7 @@ CONSUMER_GROUP: Final = "inferq-workers"
 DONE_PREFIX: Final = KEY_PREFIX + "done:"
 WORKER_PREFIX: Final = KEY_PREFIX + "worker:"
 REPLAY_PREFIX: Final = KEY_PREFIX + "sig:"
+USAGE_PREFIX: Final = KEY_PREFIX + "usage:"
 _SIG_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
 # Set on a copy put back at a graceful stop, so that its queue time and delivery count carry over.
@@ -70,6 +72,11 @@ def replay_key(sig_hex: str) -> str:
     if not _SIG_HEX.fullmatch(sig_hex):
         raise ValueError("a signature is 64 lower-case hex digits")
     return REPLAY_PREFIX + sig_hex
+
+
+def usage_key(day: str) -> str:
+    """Usage hash of one UTC day (YYYY-MM-DD): inferences and compute time per tenant and kind (`worker.usage`)."""
+    return USAGE_PREFIX + day
 
 
 def lane_streams() -> list[str]:
@@ -160,11 +167,15 @@ def enqueue_script(host: ScriptHost) -> ScriptRunner:
 # ---------------------------------------------------------------------------------------------
 # FINISH: every outcome of a delivery, in one atomic step.
 
-# KEYS: lane stream, done marker, result stream, dead-letter stream
+# KEYS: lane stream, done marker, result stream, dead-letter stream, usage hash of the day
 # ARGV: group, entry id, result JSON ('' for none), task id, status, result ttl (s), result stream
-#       maxlen, 1 when the result stream expires with its results, dead-letter maxlen, then the
-#       dead-letter entry's field/value pairs (none: no dead letter)
-# Returns 1 when this call posted the result, 0 otherwise (none to post, or the id was answered).
+#       maxlen, 1 when the result stream expires with its results, dead-letter maxlen, usage field
+#       prefix ('' for none: nothing metered), inferences to add, compute microseconds to add, usage
+#       ttl (s), then the dead-letter entry's field/value pairs (none: no dead letter)
+# Returns 1 when this call posted the result, 0 otherwise (none to post, or the id was answered),
+# 2 when it posted the result but could not meter it (the usage key is of another type).
+# Usage is added only together with the result it meters, so a redelivery or a retried call never
+# counts twice; its writes are pcalls, so a usage key of another type never holds back a result.
 # The marker's SET NX comes first: a task id is answered once, whichever delivery gets there, and
 # the lane entry is acked and deleted in every case (ack-only for an id already answered).
 # Returns -1, having written nothing, when the result stream is a key of another type: its XADD
@@ -172,7 +183,7 @@ def enqueue_script(host: ScriptHost) -> ScriptRunner:
 # pending, and every retry of the publisher failing the same way (`Publisher` dead-letters it).
 _FINISH: Final = f"""#!lua flags=allow-oom
 local posted = 0
-if #ARGV > 9 then
+if #ARGV > 13 then
   local found = redis.call('TYPE', KEYS[4])['ok']
   if found ~= 'none' and found ~= 'stream' then
     return -2
@@ -190,14 +201,23 @@ if ARGV[3] ~= '' then
       redis.call('EXPIRE', KEYS[3], ARGV[6])
     end
     posted = 1
+    if ARGV[10] ~= '' then
+      local a = redis.pcall('HINCRBY', KEYS[5], ARGV[10] .. '|inferences', ARGV[11])
+      local b = redis.pcall('HINCRBY', KEYS[5], ARGV[10] .. '|compute_us', ARGV[12])
+      if type(a) == 'table' and a['err'] or type(b) == 'table' and b['err'] then
+        posted = 2
+      else
+        redis.call('EXPIRE', KEYS[5], ARGV[13])
+      end
+    end
   end
 end
-if #ARGV > 9 then
+if #ARGV > 13 then
   -- Only while the entry is still pending: a copy that another delivery already finished (a worker
   -- stalled past a takeover, a retried script whose reply was lost) adds no second dead letter.
   local held = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
   if type(held) == 'table' and held[1] then
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', unpack(ARGV, 10))
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', unpack(ARGV, 14))
   end
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -208,10 +228,22 @@ return posted
 
 # FINISH's reply when the result stream named is a key of another type; nothing was written.
 NOT_A_STREAM: Final = -1
+# FINISH's reply when it posted the result but the usage hash is a key of another type (not metered).
+POSTED_NOT_METERED: Final = 2
 # FINISH's reply when the dead-letter stream is a key of another type: nothing was written and the
 # entry stays pending (its raw bytes must not be lost); the worker logs it at error level until an
 # operator moves that key away. The other outcomes of the chunk are written.
 DEADLETTER_NOT_A_STREAM: Final = -2
+
+
+class UsageCall(NamedTuple):
+    """What FINISH adds to the usage hash of `day` (YYYY-MM-DD) under the fields `{prefix}|...`."""
+
+    day: str
+    prefix: str  # `{tenant}|{kind}` (`worker.usage.usage_prefix`)
+    inferences: int
+    compute_us: int
+    ttl_s: int
 
 
 class Scripts:
@@ -237,17 +269,24 @@ class Scripts:
         result_ttl_s: int,
         maxlen: int,
         deadletter: Sequence[str | bytes] = (),
+        usage: UsageCall | None = None,
     ) -> None:
-        """Post `result` once per task id (none: ack only), dead-letter the entry if asked, ack, delete.
+        """Post `result` once per task id (none: ack only), dead-letter the entry if asked, ack, delete;
+        with `usage`, add it to the day's usage hash in the same step, only when the result is posted.
 
-        The script replies 1 (posted), 0 (nothing to post, or the id was answered before) or
-        NOT_A_STREAM (the result stream is a key of another type; nothing was written).
+        The script replies 1 (posted), 0 (nothing to post, or the id was answered before),
+        POSTED_NOT_METERED (posted; the usage key is of another type) or NOT_A_STREAM (the result
+        stream is a key of another type; nothing was written).
         """
         stream = result_stream or DEADLETTER_STREAM  # named but untouched when there is no result
-        keys = [queue_stream(lane), done_key(task_id), stream, DEADLETTER_STREAM]
+        metered = usage if usage is not None and result else None
+        keys = [queue_stream(lane), done_key(task_id), stream, DEADLETTER_STREAM,
+                usage_key(metered.day) if metered else usage_key("none")]
         args: list[str | bytes | int] = [
             CONSUMER_GROUP, entry_id, result or "", task_id, status, result_ttl_s, maxlen,
-            "1" if expires_with_results(stream) else "0", maxlen, *deadletter,
+            "1" if expires_with_results(stream) else "0", maxlen,
+            metered.prefix if metered else "", metered.inferences if metered else 0,
+            metered.compute_us if metered else 0, metered.ttl_s if metered else 0, *deadletter,
         ]
         self._finish(keys=keys, args=args, client=pipe)
 
@@ -351,4 +390,107 @@ for i = 3, #ARGV do
   end
 end
 return kept
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# BRIDGE_LISTS: messages of stock Celery producers (kombu's Redis transport: LPUSH of a JSON message
+# onto a list named after the queue) moved into lane streams, each popped and added in one step.
+
+# KEYS: realtime stream, batch stream, then the lists, grouped per queue (its priority lists in the
+#       order kombu serves them)
+# ARGV: realtime limit, batch limit, most messages this call moves, number of queues, then per
+#       queue: its lane (1 realtime, 2 batch, 0 each task to its kind's default lane) and its key count
+# Returns per queue: messages moved, why one of its lists stopped (0 none: emptied, or the call's
+# budget spent; 1 lane at its limit; 2 a message that is not an inferq task at the head of a list
+# bridged by kind; 3 a key that is not a list), and the messages left in its lists. (An ACL user
+# that may not touch the lists has the whole call refused, NOPERM, before it runs.) Each list is its
+# own queue: the oldest message (the right end) goes first, and one that stops a list stops only that
+# list. A message is popped only when it will be added, so a lane at its limit leaves it in place, and
+# the pop and the XADD are one step: a worker killed around them loses or doubles nothing. The entry
+# holds the message as `payload`, Celery's argsrepr/kwargsrepr headers replaced (they repeat the
+# request), and `task`/`id` beside it. A message that is not a JSON object is moved as it is (only
+# from a queue with a fixed lane): the worker dead-letters it.
+BRIDGE_LISTS: Final = """#!lua
+local limits = {tonumber(ARGV[1]), tonumber(ARGV[2])}
+local budget = tonumber(ARGV[3])
+local lane_of_task = {['inferq.fraud'] = 1, ['inferq.triage'] = 2}
+local replies = {}
+local key = 3
+for q = 1, tonumber(ARGV[4]) do
+  local mode = tonumber(ARGV[3 + 2 * q])
+  local nkeys = tonumber(ARGV[4 + 2 * q])
+  local moved, why, left = 0, 0, 0
+  for k = key, key + nkeys - 1 do
+    local stop = 0
+    while stop == 0 and budget > 0 do
+      local raw = redis.pcall('LINDEX', KEYS[k], -1)
+      if type(raw) == 'table' and raw['err'] then
+        stop = 3
+        break
+      end
+      if not raw then
+        break
+      end
+      local ok, message = pcall(cjson.decode, raw)
+      local headers = nil
+      if ok and type(message) == 'table' and type(message['headers']) == 'table' then
+        headers = message['headers']
+      end
+      local task = headers and headers['task']
+      local id = headers and headers['id']
+      local lane = mode
+      if mode == 0 then
+        lane = type(task) == 'string' and lane_of_task[task] or nil
+      end
+      if not lane then
+        stop = 2
+        break
+      end
+      if redis.call('XLEN', KEYS[lane]) >= limits[lane] then
+        stop = 1
+        break
+      end
+      redis.call('RPOP', KEYS[k])
+      local payload = raw
+      if headers then
+        for _, name in ipairs({'argsrepr', 'kwargsrepr'}) do
+          if headers[name] ~= nil then
+            headers[name] = '<omitted>'
+          end
+        end
+        local encoded, text = pcall(cjson.encode, message)
+        if encoded then
+          payload = text
+        end
+      end
+      local fields = {}
+      if type(task) == 'string' then
+        fields[#fields + 1] = 'task'
+        fields[#fields + 1] = task
+      end
+      if type(id) == 'string' and id ~= '' then
+        fields[#fields + 1] = 'id'
+        fields[#fields + 1] = id
+      end
+      fields[#fields + 1] = 'payload'
+      fields[#fields + 1] = payload
+      redis.call('XADD', KEYS[lane], '*', unpack(fields))
+      moved = moved + 1
+      budget = budget - 1
+    end
+    if stop ~= 0 then
+      why = stop
+    end
+    local size = redis.pcall('LLEN', KEYS[k])
+    if type(size) == 'number' then
+      left = left + size
+    end
+  end
+  replies[#replies + 1] = moved
+  replies[#replies + 1] = why
+  replies[#replies + 1] = left
+  key = key + nkeys
+end
+return replies
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Final
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -50,3 +51,49 @@ HELD: Final = Gauge("inferq_worker_held_tasks", "Tasks this worker fetched and h
 READY: Final = Gauge(
     "inferq_worker_ready", "1 once models are warm and Redis answers; 0 while Redis is unreachable or stopping"
 )
+
+# Usage per tenant and kind (worker/usage.py meters the same in Redis, per day). The tenant label is
+# capped: the first `INFERQ_METRICS_MAX_TENANTS` tenants a process meters get their own label, the
+# rest count under OTHER_TENANT, so a producer inventing tenants cannot blow up the series count
+# (at most (cap + 1) x 2 kinds per counter and process).
+USAGE_INFERENCES: Final = Counter(
+    "inferq_usage_inferences_total", "Inferences (results with status ok) by tenant and kind", ["tenant", "kind"]
+)
+USAGE_COMPUTE: Final = Counter(
+    "inferq_usage_compute_seconds_total", "Model time apportioned to tasks, by tenant and kind", ["tenant", "kind"]
+)
+# Starts with '_', which no tenant name may (contracts/requests.py), so it never meets a real tenant.
+OTHER_TENANT: Final = "_other"
+
+
+class TenantLabels:
+    """The label a tenant gets on the usage metrics: its own among the first `cap` seen, else OTHER_TENANT."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def set_cap(self, cap: int) -> None:
+        with self._lock:
+            self._cap = cap
+
+    def label(self, tenant: str) -> str:
+        with self._lock:
+            if tenant in self._seen:
+                return tenant
+            if len(self._seen) < self._cap:
+                self._seen.add(tenant)
+                return tenant
+            return OTHER_TENANT
+
+
+TENANTS: Final = TenantLabels(50)
+
+
+def count_usage(tenant: str, kind: str, inference: bool, compute_s: float) -> None:
+    """Count one metered task on the usage counters (after its result was posted)."""
+    label = TENANTS.label(tenant)
+    if inference:
+        USAGE_INFERENCES.labels(label, kind).inc()
+    USAGE_COMPUTE.labels(label, kind).inc(compute_s)

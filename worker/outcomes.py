@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import redis
 
-from contracts import ErrorCode, TaskResultMessage, Timings
+from contracts import ErrorCode, TaskResultMessage, TaskStatus, Timings
 from contracts.wire import DEADLETTER_STREAM, RESULTS_PREFIX
 from worker.config import Settings
 from worker.entries import Delivery, raw_json
@@ -25,23 +25,31 @@ from worker.keys import (
     FIELD_ORIGIN,
     FIELD_PRIOR_DELIVERIES,
     NOT_A_STREAM,
+    POSTED_NOT_METERED,
     Scripts,
+    UsageCall,
     done_key,
     replay_key,
 )
 from worker.logging import bind_task, get_logger
 from worker.signing import SignatureGate, replay_marker
+from worker.usage import FIELD_SEP, Usage, day_of, usage_prefix
 
 log = get_logger("outcomes")
 
 
 @dataclass(frozen=True)
 class Answer:
-    """A result to post; the entry is acked in the same script."""
+    """A result to post; the entry is acked in the same script.
+
+    `usage` (tasks that reached the model) is metered in the same script, when the result is posted:
+    an inference if the status is `ok`, and its compute time whatever the status (`worker.usage`).
+    """
 
     delivery: Delivery
     message: TaskResultMessage
     stream: str
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,10 @@ class Publisher:
         broken = sum(reply == DEADLETTER_NOT_A_STREAM for reply in replies)
         if broken:
             log.error("deadletter.not_a_stream", key=DEADLETTER_STREAM, left_pending=broken)
-        return [reply == 1 for reply in replies]
+        unmetered = sum(reply == POSTED_NOT_METERED for reply in replies)
+        if unmetered:
+            log.error("usage.not_a_hash", posted_unmetered=unmetered)
+        return [reply in (1, POSTED_NOT_METERED) for reply in replies]
 
     def _execute(self, outcomes: Sequence[Outcome]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
@@ -161,10 +172,12 @@ class Publisher:
         result: TaskResultMessage | None = None
         stream: str | None = None
         deadletter: list[str] = []
+        usage: UsageCall | None = None
         if isinstance(outcome, Answer):
             result, stream = outcome.message, _checked_stream(outcome.stream)
             if result.task_id != delivery.task_id:
                 raise ValueError(f"result of task {result.task_id!r} is not for delivery of {delivery.task_id!r}")
+            usage = self._usage_call(outcome)
         elif isinstance(outcome, DeadLetter):
             result = failed_message(delivery, outcome.code, _failed_text(outcome)) if outcome.answer else None
             stream = delivery.result_stream if result is not None else None
@@ -173,7 +186,17 @@ class Publisher:
             pipe, lane=delivery.lane, entry_id=delivery.entry_id, task_id=delivery.task_id or "",
             result_stream=stream, result=result.model_dump_json() if result is not None and stream else None,
             status=result.status.value if result is not None else "", result_ttl_s=self._settings.result_ttl_s,
-            maxlen=self._settings.result_stream_maxlen, deadletter=deadletter,
+            maxlen=self._settings.result_stream_maxlen, deadletter=deadletter, usage=usage,
+        )
+
+    def _usage_call(self, answer: Answer) -> UsageCall | None:
+        if answer.usage is None or FIELD_SEP in answer.usage.tenant:
+            return None  # the contract's tenant pattern has no FIELD_SEP; anything else is not metered
+        message = answer.message
+        return UsageCall(
+            day=day_of(message.finished_at), prefix=usage_prefix(answer.usage.tenant, message.kind),
+            inferences=1 if message.status is TaskStatus.OK else 0, compute_us=answer.usage.compute_us,
+            ttl_s=self._settings.usage_retention_days * 86_400,
         )
 
     def already_answered(self, task_ids: Iterable[str]) -> set[str]:

@@ -2,8 +2,9 @@
 
 In order: with signing on (`worker.signing`), every delivery of a fetched group is checked first (one
 HMAC each, one round trip for the replay markers), and a refused one is answered `rejected` with its
-code, or dead-lettered, and goes no further; a poisoned delivery is dead-lettered; one without a
-usable id or task is dead-lettered (answered `invalid` where it still names a result stream); an id
+code, or dead-lettered, and goes no further; a poisoned delivery is dead-lettered; one with a usable
+id and a task name inferq does not run is answered `invalid` `unknown_task` (on its `reply_to`, else the
+stream of the kind it looks like); one without a usable id is dead-lettered; an id
 that already has its result is acked only; an undecodable request is answered `invalid`, a past
 deadline `expired`; a valid request goes through its kind's adapter to the engine's prepared input
 and waits for its batch.
@@ -170,6 +171,12 @@ class Preparer:
             self._emit(DeadLetter(delivery, ErrorCode.TOO_MANY_DELIVERIES, text))
             return
         kind, stream, task_id = delivery.kind, delivery.result_stream, delivery.task_id
+        unknown_kind, unknown_stream = delivery.unknown_task_kind, delivery.unknown_task_stream
+        if unknown_kind is not None and unknown_stream is not None:
+            # A task name inferq does not run, with a usable id: answered where its producer listens.
+            error = ContractError([Problem(ErrorCode.UNKNOWN_TASK, "task", delivery.decode_error or "unknown task")])
+            self._emit(_answer_invalid(delivery, unknown_kind, unknown_stream, error))
+            return
         if kind is None or stream is None or task_id is None:
             code = delivery.decode_code or ErrorCode.UNKNOWN_TASK
             self._emit(DeadLetter(delivery, code, delivery.decode_error or "no task id or kind"))

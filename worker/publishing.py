@@ -17,6 +17,7 @@ from typing import Final
 
 import redis
 
+from contracts import TaskStatus
 from worker import metrics
 from worker.config import Settings
 from worker.fetching import Backoff, Holdings, Reachability
@@ -46,6 +47,7 @@ class PublishLoop:
         # Set by the drain (`give_up_by`): past it, a chunk Redis does not take is abandoned.
         self._give_up_at: float | None = None
         self.abandoned = 0  # outcomes abandoned that way: their entries are still pending
+        metrics.TENANTS.set_cap(settings.metrics_max_tenants)
 
     def give_up_by(self, deadline: float) -> None:
         """Draining: stop retrying at `deadline` (time.monotonic()); call before setting `stopping`."""
@@ -115,6 +117,10 @@ def _count(chunk: Sequence[Outcome], posted: Sequence[bool]) -> None:
             status = outcome.message.status.value
             metrics.TASKS.labels(outcome.message.kind, status).inc()
             metrics.TOTAL.labels(outcome.message.kind, status).observe(outcome.message.timings.total_ms / 1000.0)
+            if outcome.usage is not None:
+                # Posted now, so metered now in Redis too: the counters follow the day hashes.
+                metrics.count_usage(outcome.usage.tenant, outcome.message.kind, status == TaskStatus.OK.value,
+                                    outcome.usage.compute_us / 1_000_000)
         elif isinstance(outcome, AckOnly | Answer):
             metrics.DUPLICATES.inc()
         elif isinstance(outcome, DeadLetter):

@@ -31,7 +31,9 @@ from worker.adapters import KindAdapter, load_adapters
 from worker.computing import BatchComputer
 from worker.config import Settings
 from worker.connection import redis_client
+from worker.entries import Delivery
 from worker.errors import ConfigurationError
+from worker.events import Monitor
 from worker.fetching import Backoff, Fetched, Fetcher, Holdings, Reachability
 from worker.health import HealthServer
 from worker.ingress import Ingress
@@ -70,11 +72,14 @@ class WorkerRuntime:
     """One worker process's pipeline over the lanes in `settings.lanes` and models of `settings.kinds`."""
 
     def __init__(self, settings: Settings, *, name: str | None = None,
-                 adapters: Mapping[Kind, KindAdapter] | None = None, client: redis.Redis | None = None) -> None:
+                 adapters: Mapping[Kind, KindAdapter] | None = None, client: redis.Redis | None = None,
+                 monitor: Monitor | None = None) -> None:
         if client is None and not settings.redis_url:
             raise ConfigurationError("WorkerRuntime needs settings.redis_url (or a client)")
         self.settings = settings
         self.name = name or default_name()
+        # Counts for `celery inspect stats`, and Celery task events while they are on (worker.events).
+        self.monitor = monitor if monitor is not None else Monitor()
         self._adapters: dict[Kind, KindAdapter] = dict(adapters) if adapters is not None else {}
         self._client = client if client is not None else redis_client(str(settings.redis_url), settings)
         self._ingress = Ingress(self._client, self.name, settings)
@@ -115,7 +120,7 @@ class WorkerRuntime:
             adapter.warmup()
             log.info("model.ready", kind=kind, model=adapter.model_id,
                      warmup_ms=round((time.perf_counter() - started) * 1000.0, 1))
-        self._preparer = Preparer(self._adapters, self._publisher, self._outcomes.put, self._queue_job,
+        self._preparer = Preparer(self._adapters, self._publisher, self._put_outcome, self._queue_job,
                                   self._holdings.release)
         self._computer = BatchComputer(self._adapters)
         # Everything loaded so far (torch, models, tokenizers) lives as long as the process; frozen,
@@ -129,6 +134,18 @@ class WorkerRuntime:
         self._ready = True
         self._spawn("inferq-fetcher", self._fetcher.loop)
         log.info("worker.started", worker=self.name, kinds=list(self._adapters), lanes=list(self.settings.lanes))
+
+    def held(self) -> list[Delivery]:
+        """The deliveries this worker fetched and has not answered yet (`celery inspect active`)."""
+        return self._holdings.all()
+
+    def stats(self) -> dict[str, object]:
+        """What `celery inspect stats` reports under `inferq`."""
+        return self.monitor.stats(self.settings.lanes, list(self._adapters), self.held(), self.ready)
+
+    def _put_outcome(self, outcome: Outcome) -> None:
+        self.monitor.outcome(outcome)
+        self._outcomes.put(outcome)
 
     @property
     def ready(self) -> bool:
@@ -271,6 +288,7 @@ class WorkerRuntime:
                 fetched_ms, deliveries = self._fetched.get(timeout=0.1)
             except queue.Empty:
                 continue
+            self.monitor.received(deliveries)
             with self._turns.preparing():
                 self._preparer.prepare_all(deliveries, fetched_ms)
 
@@ -290,12 +308,13 @@ class WorkerRuntime:
             formed = self._turns.next_batch(self._scheduler, self._expire, self._turn)
             if formed is None:
                 return
+            self.monitor.batch_started(formed.batch)
             try:
                 for answer in self._computer.run(formed.batch[0].kind, formed.key[1], formed.batch):
-                    self._outcomes.put(answer)
+                    self._put_outcome(answer)
             finally:
                 self._turns.end_compute()
 
     def _expire(self, job: Job) -> None:
         with bind_task(job.task_id, job.kind, job.delivery.lane):
-            self._outcomes.put(answer_expired(job.delivery, job.kind, job.stream))
+            self._put_outcome(answer_expired(job.delivery, job.kind, job.stream))

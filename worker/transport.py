@@ -15,9 +15,13 @@ Choose it in either of two ways:
 
 `producer_app()` returns a Celery app configured this way. With `INFERQ_SIGNING_KEYS` set (in the
 channel's settings or the environment), each entry is signed (`worker.signing`) over exactly the
-fields written, when it is published. Workers do not consume through
-kombu: the inferq worker reads the lanes with `worker.ingress.Ingress` (consumer groups,
-batch fetch, claim of stale tasks), so this transport publishes and manages queues only.
+fields written, when it is published. Workers do not consume the lanes through kombu: the inferq
+worker reads them with `worker.ingress.Ingress` (consumer groups, batch fetch, claim of stale tasks).
+
+Every queue and exchange that is not a lane is kombu's stock Redis transport, unchanged: Celery's
+remote control (`celery inspect`, `celery control`) and its events reach inferq workers through it, and
+interoperate with stock clients (`broker_url="redis://..."`, Flower) on the same database. An inferq
+task sent to a queue that is not a lane is refused (`UnknownLane`): no worker would ever read it.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
-from kombu.transport import TRANSPORT_ALIASES, virtual
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import redis as kombu_redis
 from kombu.utils.objects import cached_property
 
 from contracts import ContractError, ErrorCode
@@ -46,7 +52,7 @@ from contracts.wire import (
     valid_reply_to,
 )
 from worker.config import Settings
-from worker.connection import redis_client
+from worker.connection import PlainConnection, TlsConnection, connection_kwargs, redis_client
 from worker.entries import JSON_CONTENT_TYPE
 from worker.errors import ConfigurationError, Overloaded, ServerFull, UnknownLane
 from worker.ingress import ensure_group
@@ -153,11 +159,42 @@ def _without_reprs(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "headers": headers}
 
 
-class Channel(virtual.Channel):
-    """Publishes to lane streams; declares a queue by creating its consumer group."""
+def _is_lane(queue: str) -> bool:
+    return queue in LANES
 
-    # Nothing is consumed through kombu, so there is nothing to restore on close.
-    do_restore = False
+
+def _connection_class(scheme: str, asynchronous: bool, channel: Any) -> type[redis.connection.Connection]:
+    """inferq's connection class for `scheme`; for the poller's clients, one that tells the channel it dropped."""
+    base: type[redis.connection.Connection] = TlsConnection if scheme == "rediss" else PlainConnection
+    if not asynchronous:
+        return base
+
+    class Polled(base):  # type: ignore[valid-type,misc]
+        def disconnect(self, *args: Any, **kwargs: Any) -> None:
+            super().disconnect(*args, **kwargs)
+            if channel._registered:
+                channel._on_connection_disconnect(self)
+
+    return Polled
+
+
+_parse_redis_url: Any = redis.connection.parse_url
+# kombu's Redis transport is untyped: its classes are used as such.
+_StockChannel: Any = kombu_redis.Channel
+_StockTransport: Any = kombu_redis.Transport
+
+
+class Channel(_StockChannel):  # type: ignore[misc]
+    """kombu's Redis channel, except that the inferq lanes are Redis Streams written by `enqueue`.
+
+    A lane (`realtime`, `batch`) is declared by creating its consumer group, published to as one
+    stream entry under the lane limit, counted, purged and deleted as a stream, never consumed here and
+    never bound in Redis. Every other queue and exchange (Celery's remote control, its events, a
+    producer's own queues) is kombu's stock Redis transport, keys, channels and all, so stock Celery
+    clients and Flower on the same database talk to inferq workers.
+    """
+
+    _publishing_to_lane = False
 
     @cached_property
     def settings(self) -> Settings:
@@ -173,17 +210,53 @@ class Channel(virtual.Channel):
     def _options(self) -> dict[str, Any]:
         return dict(self.connection.client.transport_options or {})
 
+    @property
+    def redis_url(self) -> str:
+        return redis_url(self.connection.client.hostname)
+
     @cached_property
-    def client(self) -> redis.Redis:
-        return redis_client(redis_url(self.connection.client.hostname), self.settings)
+    def lane_client(self) -> redis.Redis:
+        """The client of lane operations (scripts, XLEN, XTRIM), with the settings' TLS files and ACL user."""
+        return redis_client(self.redis_url, self.settings)
 
     @cached_property
     def queue_limits(self) -> dict[str, int]:
         given = self._options.get("queue_limits") or {}
         return {lane: int(given.get(lane, self.settings.lane(lane).queue_limit)) for lane in LANES}
 
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        # kombu's own clients (pub/sub, lists, bindings) reach the same server, database, TLS files and user.
+        url = self.redis_url
+        params: dict[str, Any] = {**connection_kwargs(self.settings, url), **_parse_redis_url(url)}
+        params.setdefault("db", 0)
+        params.update(
+            max_connections=self.max_connections, socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.socket_connect_timeout, socket_keepalive=self.socket_keepalive,
+            socket_keepalive_options=self.socket_keepalive_options, retry_on_timeout=self.retry_on_timeout,
+            client_name=self.client_name,
+            connection_class=_connection_class(urlsplit(url).scheme, asynchronous, self),
+        )
+        return params
+
+    def _lane_target(self, exchange: str, routing_key: str) -> str | None:
+        """The lane a publish goes to, if it goes to one: a lane's own exchange, or none, with its name."""
+        if _is_lane(routing_key) and exchange in ("", routing_key):
+            return routing_key
+        return None
+
+    def basic_publish(self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any) -> Any:
+        if self._lane_target(exchange, routing_key) is None:
+            return super().basic_publish(message, exchange, routing_key, **kwargs)
+        self._publishing_to_lane = True
+        try:
+            return super().basic_publish(message, exchange, routing_key, **kwargs)
+        finally:
+            self._publishing_to_lane = False
+
     def encode_body(self, body: Any, encoding: str | None = None) -> tuple[Any, str | None]:
-        # Bodies stay JSON text inside the entry (no base64), readable by any integration.
+        if not self._publishing_to_lane:
+            return super().encode_body(body, encoding)  # type: ignore[no-any-return]
+        # Bodies stay JSON text inside a lane entry (no base64), readable by any integration.
         # Bytes that are not UTF-8 (pickle, compression) stay bytes; `_put` refuses them.
         if isinstance(body, bytes):
             try:
@@ -193,12 +266,22 @@ class Channel(virtual.Channel):
         return body, None
 
     def _lookup(self, exchange: str, routing_key: str, default: str | None = None) -> list[str]:
-        # Bindings live in each producer's memory; a lane needs none, its name is the route.
-        found = super()._lookup(exchange, routing_key, default)  # type: ignore[no-untyped-call]
-        return list(found) or [routing_key]
+        lane = self._lane_target(exchange, routing_key)
+        if lane is not None:
+            return [lane]
+        return list(super()._lookup(exchange, routing_key, default))
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        # A lane needs no binding (its name is its route), and its producers may touch inferq's keys only.
+        if not _is_lane(queue):
+            super()._queue_bind(exchange, routing_key, pattern, queue)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        lane = _lane(queue)
+        if not _is_lane(queue):
+            if (message.get("headers") or {}).get("task") in KIND_BY_TASK:
+                _lane(queue)  # an inferq task anywhere but a lane would wait for ever: UnknownLane
+            super()._put(queue, message, **kwargs)
+            return
         check_message(message)
         payload = json.dumps(_without_reprs(message), separators=(",", ":"))
         headers = message["headers"]
@@ -207,60 +290,67 @@ class Channel(virtual.Channel):
         task_id = headers.get("id")
         if isinstance(task_id, str) and task_id:
             fields[FIELD_ID] = task_id
-        enqueue(self.client, lane, signed(fields, self.signing), self.queue_limits[lane])
+        enqueue(self.lane_client, queue, signed(fields, self.signing), self.queue_limits[queue])
 
-    def _get(self, queue: str, timeout: float | None = None) -> Any:
-        raise ConsumeNotSupported("inferq lanes are consumed by `inferq worker`, not through kombu")
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        if _is_lane(queue):
+            raise ConsumeNotSupported("inferq lanes are consumed by `inferq worker`, not through kombu")
+        return super().basic_consume(queue, *args, **kwargs)
+
+    def _get(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        if _is_lane(queue):
+            raise ConsumeNotSupported("inferq lanes are consumed by `inferq worker`, not through kombu")
+        return super()._get(queue, *args, **kwargs)
 
     def _size(self, queue: str) -> int:
-        return int(self.client.xlen(queue_stream(_lane(queue))))
+        if not _is_lane(queue):
+            return int(super()._size(queue))
+        return int(self.lane_client.xlen(queue_stream(queue)))
 
     def _purge(self, queue: str) -> int:
+        if not _is_lane(queue):
+            return int(super()._purge(queue))
         # Trimming keeps the stream and its consumer group; pending ids of trimmed entries are
         # dropped by the next claim.
-        return int(self.client.xtrim(queue_stream(_lane(queue)), maxlen=0, approximate=False))
+        return int(self.lane_client.xtrim(queue_stream(queue), maxlen=0, approximate=False))
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        if not _is_lane(queue):
+            super()._new_queue(queue, **kwargs)
+            return
         try:
-            ensure_group(self.client, _lane(queue))
+            ensure_group(self.lane_client, queue)
         except redis.OutOfMemoryError:
             # Declaring comes before the first publish: a full Redis is reported as `enqueue` reports it.
             raise ServerFull() from None
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
-        return queue in LANES and bool(self.client.exists(queue_stream(queue)))
+        if not _is_lane(queue):
+            return bool(super()._has_queue(queue, **kwargs))
+        return bool(self.lane_client.exists(queue_stream(queue)))
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
-        self.client.delete(queue_stream(_lane(queue)))
+        if not _is_lane(queue):
+            super()._delete(queue, *args, **kwargs)
+            return
+        self.lane_client.delete(queue_stream(queue))
 
     def close(self) -> None:
-        super().close()  # type: ignore[no-untyped-call]
-        if "client" in self.__dict__:
-            self.client.close()
+        super().close()
+        if "lane_client" in self.__dict__:
+            self.lane_client.close()
 
 
-class Transport(virtual.Transport):
-    """kombu transport over inferq's Redis Streams lanes (publish and queue management)."""
+class Transport(_StockTransport):  # type: ignore[misc]
+    """kombu's Redis transport with the inferq lanes as Redis Streams (see `Channel`)."""
 
     Channel = Channel
 
-    driver_type = "redis"
-    driver_name = "redis"
     # The whole URL reaches the channel, which turns it into a redis:// URL.
     can_parse_url = True
-
-    # kombu types these as one-element tuples; Redis adds its own errors, as kombu's redis transport does.
-    connection_errors = (  # type: ignore[assignment]
-        *virtual.Transport.connection_errors, redis.ConnectionError, redis.TimeoutError,
-    )
-    channel_errors = (*virtual.Transport.channel_errors, redis.ResponseError)  # type: ignore[assignment]
-
-    implements = virtual.Transport.implements.extend(
-        asynchronous=False, exchange_type=frozenset(["direct"])
-    )
-
-    def driver_version(self) -> str:
-        return str(redis.__version__)
+    # The inferq worker runs no kombu event loop (its runtime owns its threads), and a lane publish is
+    # one script call that cannot wait in a batch.
+    implements = _StockTransport.implements.extend(asynchronous=False, batch_publish=False)
 
 
 TRANSPORT_ALIASES.setdefault(SCHEME, TRANSPORT_PATH)
