@@ -35,6 +35,16 @@ TRIAGE_DIR = Path(__file__).resolve().parents[1] / "models" / "triage"
 PROBABILITY_TOLERANCE = {"fp32": 1e-5, "int8": 0.01, "bf16": 0.02}
 
 
+def _padded(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids (B, T) and attention mask (B, T) of token-id sequences."""
+    ids = torch.zeros(len(seqs), max(len(seq) for seq in seqs), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
 def test_layout_groups_equal_lengths_into_runs():
     packed = Packed.of([3, 5, 5, 5, 2])
     assert packed.runs == ((1, 3), (3, 5), (1, 2))
@@ -49,11 +59,7 @@ def test_packed_hidden_states_match_the_padded_ones():
     gen = torch.Generator().manual_seed(0)
     lengths = [7, 64, 64, 3, 130, 12, 7]
     seqs = [torch.randint(1000, 30000, (n,), generator=gen) for n in lengths]
-    ids = torch.zeros(len(seqs), max(lengths), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
+    ids, mask = _padded(seqs)
     with torch.inference_mode():
         padded = model(ids, mask)  # (B, T, H)
         packed = model.forward_packed(torch.cat(seqs), Packed.of(lengths))  # (N, H)
@@ -67,11 +73,7 @@ def test_packed_classifier_logits_match_padded(pooling):
     model = load_bert_classifier(MINILM_DIR, num_labels=5, pooling=pooling).eval()
     lengths = [9, 9, 40, 2]
     seqs = [torch.randint(1000, 30000, (n,)) for n in lengths]
-    ids = torch.zeros(len(seqs), max(lengths), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
+    ids, mask = _padded(seqs)
     with torch.inference_mode():
         padded, packed = model(ids, mask), model.forward_packed(torch.cat(seqs), Packed.of(lengths))
     assert float((padded - packed).abs().max()) < 1e-5
