@@ -445,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="inferq's intra-op threads (default: every CPU, as the peer's; 1 on a loaded machine)")
     parser.add_argument("--peer-threads", type=int, default=os.cpu_count() or 1,
                         help="the peer's intra-op threads (default: every CPU, as it runs by default)")
-    parser.add_argument("--device", default="cpu", help="cpu, or cuda for both servers where a GPU is lent")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for both servers on a GPU host")
     parser.add_argument("--redis-url", help="a database this run may flush (default: a claimed one)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
