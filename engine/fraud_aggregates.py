@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Sequence
 from itertools import repeat
 from operator import itemgetter
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -251,7 +251,7 @@ class CardState:
         """The state after folding in every event of a history (oldest first), computed at once:
         numpy over the columns, Python work only per distinct country, merchant and device."""
         state = cls()
-        cols = _columns(history)
+        cols = EventColumns.of(history)
         n = len(cols.amount)
         if n == 0:
             return state
@@ -299,34 +299,6 @@ class CardState:
         r["recent_merchant"][:k] = merchant
         r["recent_device"][:k] = device
         return state
-
-
-class _HistoryColumns(NamedTuple):
-    """The event fields the state reads, column by column."""
-
-    amount: Sequence[float]
-    mcc: Sequence[str]
-    channel: Sequence[str]
-    country: Sequence[str]
-    timestamp: Sequence[float]
-    merchant_id: Sequence[str | None]
-    device_id: Sequence[str | None]
-
-
-def _columns(history: Sequence[Event]) -> _HistoryColumns:
-    """The columns of a history: EventColumns' own, or read off a list of events field by field."""
-    if isinstance(history, EventColumns):
-        source: Any = history
-        return _HistoryColumns(*(getattr(source, name) for name in _HistoryColumns._fields))
-    return _HistoryColumns(
-        [e.amount for e in history],
-        [e.mcc for e in history],
-        [e.channel for e in history],
-        [e.country for e in history],
-        [e.timestamp for e in history],
-        [e.merchant_id for e in history],
-        [e.device_id for e in history],
-    )
 
 
 # Country codes by name, remembered across calls as the MCC and channel ids are.
